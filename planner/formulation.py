@@ -1,0 +1,245 @@
+"""The integer program of MODEL.md §5 (provisioned) and §6 (per_use), built with PuLP from the option table.
+
+Symbols as in MODEL.md: n_g instances of offering g, z_{k,o} how many contexts of class k take option o
+(identical contexts form a class; integer counts are exact), h_g whether g keeps an HBM cache, x_j the share
+of background traffic on background option j, m_t nodes of a node-priced tier. Every constraint family is
+built in one place below, in the order MODEL.md lists them. The model only reads the option table; all the
+numbers come from costmodel.evaluate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pulp
+
+from .costmodel import PATH_BLOCK, PATH_NETWORK, Fleet, Options, Tiers
+from .errors import log
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything the program reads: allowed options, the background's options, and the fleet's capacities."""
+    options: Options            # allowed (available and within SLO) options of the context classes
+    count: np.ndarray           # contexts per class
+    background: Options         # allowed options of the background traffic (recompute, one class)
+    fleet: Fleet
+    tiers: Tiers
+    hours: float
+    provisioned: bool
+
+
+@dataclass(frozen=True)
+class Solution:
+    status: str                 # optimal | feasible | time_limit | infeasible | not_solved
+    objective: float | None
+    lower_bound: float | None
+    gap: float | None
+    seconds: float
+    solver: str
+    z: np.ndarray               # contexts per option (aligned with Problem.options)
+    x: np.ndarray               # background share per background option
+    n: np.ndarray               # instances per offering
+    h: np.ndarray               # 1 where the offering keeps an HBM cache
+    m: np.ndarray               # nodes per tier (node-priced memory services)
+
+    @property
+    def has_plan(self) -> bool:
+        return self.status in ("optimal", "feasible", "time_limit")
+
+
+def _groups(*keys: np.ndarray) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, key in enumerate(zip(*(k.tolist() for k in keys))):
+        groups[key].append(i)
+    return groups
+
+
+def _sum(coefs, variables) -> pulp.LpAffineExpression:
+    return pulp.LpAffineExpression([(v, float(a)) for v, a in zip(variables, coefs) if a != 0])
+
+
+def build(p: Problem) -> tuple[pulp.LpProblem, dict]:
+    o, bg, F = p.options, p.background, p.fleet
+    prob = pulp.LpProblem("kvplan", pulp.LpMinimize)
+    z = [pulp.LpVariable(f"z_{i}", 0, int(p.count[k]), pulp.LpInteger) for i, k in enumerate(o.k)]
+    x = [pulp.LpVariable(f"x_{j}", 0, 1) for j in range(len(bg.k))]
+    used = sorted(set(o.g.tolist()) | set(bg.g.tolist()))
+    n, h, m = {}, {}, {}
+    objective = _sum(o.direct_usd, z) + _sum(bg.compute_usd, x)
+
+    # Each context class is placed, count for count; background traffic is routed in full.
+    for (k,), members in _groups(o.k).items():
+        prob += pulp.lpSum(z[i] for i in members) == int(p.count[k]), f"assign_{k}"
+    if len(x):
+        prob += pulp.lpSum(x) == 1, "background"
+
+    if p.provisioned:
+        for g in used:
+            cap = F.max_instances[g]
+            n[g] = pulp.LpVariable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
+            objective += float(F.price[g] * p.hours) * n[g]
+        for g in sorted(set(o.g[o.c == 1].tolist()) | set(bg.g[bg.c == 1].tolist())):
+            h[g] = pulp.LpVariable(f"h_{g}", cat=pulp.LpBinary)
+        by_g, bg_by_g = _groups(o.g), _groups(bg.g)
+
+        # GPU capacity: peak GPU-seconds per second of contexts, cache builds and background.
+        for g in used:
+            members, bg_members = by_g.get((g,), []), bg_by_g.get((g,), [])
+            load = _sum(o.gpu_load[members], [z[i] for i in members]) \
+                + _sum(bg.gpu_load[bg_members], [x[j] for j in bg_members])
+            prob += load <= float(F.gpu_capacity[g]) * n[g], f"gpu_{g}"
+
+        # Linking: a class placed on g needs n_g >= 1; HBM-cache state: options priced with the cache need h_g.
+        for (k, g), members in _groups(o.k, o.g).items():
+            cnt = int(p.count[k])
+            prob += pulp.lpSum(z[i] for i in members) <= cnt * n[g], f"link_{k}_{g}"
+            if g in h:
+                cached = [z[i] for i in members if o.c[i] == 1]
+                plain = [z[i] for i in members if o.c[i] == 0]
+                if cached:
+                    prob += pulp.lpSum(cached) <= cnt * h[g], f"hbm_on_{k}_{g}"
+                if plain:
+                    prob += pulp.lpSum(plain) <= cnt * (1 - h[g]), f"hbm_off_{k}_{g}"
+        for j in range(len(x)):
+            g = int(bg.g[j])
+            prob += x[j] <= n[g], f"link_bg_{j}"
+            if g in h:
+                prob += x[j] <= (h[g] if bg.c[j] == 1 else 1 - h[g]), f"hbm_bg_{j}"
+
+        # Attached-tier capacity, pooled per offering; path bandwidth from remote tiers at peak.
+        kinds = np.asarray(p.tiers.kinds, dtype=object)[o.t]
+        paths = p.tiers.path[o.t]
+        rows = (("hbm", kinds == "hbm", o.stored_gb, F.hbm_cache_gb),
+                ("host", kinds == "host_memory", o.stored_gb, F.host_cache_gb),
+                ("nvme", kinds == "local_nvme", o.stored_gb, F.nvme_cache_gb),
+                ("network", paths == PATH_NETWORK, o.path_gbs, F.network_cap_gbs),
+                ("block", paths == PATH_BLOCK, o.path_gbs, F.block_cap_gbs))
+        for name, selected, use, capacity in rows:
+            for (g,), members in _groups(o.g[selected]).items():
+                idx = np.flatnonzero(selected)[members]
+                prob += _sum(use[idx], [z[i] for i in idx]) <= float(capacity[g]) * n[g], f"{name}_{g}"
+
+    # Node-priced memory services: stored GB within the nodes bought.
+    node_priced = np.flatnonzero(np.isfinite(p.tiers.node_gb))
+    for t in node_priced:
+        members = np.flatnonzero(o.t == t)
+        if len(members):
+            m[t] = pulp.LpVariable(f"m_{t}", 0, None, pulp.LpInteger)
+            objective += float(p.tiers.node_price_per_hour[t] * p.hours) * m[t]
+            prob += _sum(o.stored_gb[members], [z[i] for i in members]) <= float(p.tiers.node_gb[t]) * m[t], f"nodes_{t}"
+
+    prob += objective
+    return prob, {"z": z, "x": x, "n": n, "h": h, "m": m}
+
+
+def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: float | None = None) -> Solution:
+    prob, var = build(p)
+    start = time.perf_counter()
+    if solver == "highs":
+        try:
+            status, bound = _solve_highs(prob, gap, time_limit)
+        except (ImportError, pulp.PulpSolverError) as exc:
+            log.warning("HiGHS unavailable (%s); falling back to CBC", exc)
+            solver = "cbc"
+    if solver == "cbc":
+        status, bound = _solve_cbc(prob, gap, time_limit)
+    seconds = time.perf_counter() - start
+
+    def value(v) -> float:
+        return 0.0 if v is None or v.varValue is None else float(v.varValue)
+
+    G, T = len(p.fleet.names), len(p.tiers.names)
+    n, h, m = np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64), np.zeros(T, dtype=np.int64)
+    has_plan = status in ("optimal", "feasible", "time_limit")
+    z = np.array([round(value(v)) for v in var["z"]], dtype=np.int64) if has_plan else np.zeros(0, np.int64)
+    x = np.array([max(value(v), 0.0) for v in var["x"]]) if has_plan else np.zeros(0)
+    for g, v in var["n"].items():
+        n[g] = round(value(v))
+    for g, v in var["h"].items():
+        h[g] = round(value(v))
+    for t, v in var["m"].items():
+        m[t] = round(value(v))
+    objective = pulp.value(prob.objective) if has_plan else None
+    if has_plan and len(x):
+        x = x / x.sum()  # remove solver round-off from the shares
+    gap_value = None
+    if objective is not None and bound is not None:
+        gap_value = max(0.0, (objective - bound) / max(abs(objective), 1e-12))
+    return Solution(status, objective, bound, gap_value, seconds, solver, z, x, n, h, m)
+
+
+def _silence_highs_banner() -> None:
+    """HiGHS prints a banner on stdout when the first solver object is made; make that one with stdout closed,
+    so that `--json` output stays clean."""
+    import highspy
+
+    if getattr(_silence_highs_banner, "done", False):
+        return
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+    _silence_highs_banner.done = True
+
+
+def _solve_highs(prob: pulp.LpProblem, gap: float, time_limit: float | None) -> tuple[str, float | None]:
+    import highspy
+
+    _silence_highs_banner()
+    options = {"random_seed": 0, "threads": 1, "mip_feasibility_tolerance": 1e-9,
+               "primal_feasibility_tolerance": 1e-9}
+    prob.solve(pulp.HiGHS(msg=False, gapRel=gap, gapAbs=1e-9, timeLimit=time_limit, **options))
+    model = prob.solverModel
+    status = model.getModelStatus()
+    info = model.getInfo()
+    S = highspy.HighsModelStatus
+    has_solution = info.primal_solution_status == 2
+    if status == S.kOptimal:
+        bound = info.mip_dual_bound if model.getLp().integrality_ else info.objective_function_value
+        return "optimal", float(bound) if np.isfinite(bound) else pulp.value(prob.objective)
+    if status in (S.kInfeasible, S.kUnboundedOrInfeasible):
+        return "infeasible", None
+    if status == S.kTimeLimit:
+        bound = info.mip_dual_bound
+        return ("time_limit" if has_solution else "not_solved"), (float(bound) if np.isfinite(bound) else None)
+    if has_solution:
+        return "feasible", float(info.mip_dual_bound) if np.isfinite(info.mip_dual_bound) else None
+    return "not_solved", None
+
+
+_CBC_BOUND = re.compile(r"best possible[:\s]+(-?[\d.]+(?:e[-+]?\d+)?)", re.IGNORECASE)
+
+
+def _solve_cbc(prob: pulp.LpProblem, gap: float, time_limit: float | None) -> tuple[str, float | None]:
+    with tempfile.TemporaryDirectory() as tmp:
+        log_path = Path(tmp) / "cbc.log"
+        prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=gap, timeLimit=time_limit, logPath=str(log_path),
+                                     options=["randomSeed 1", "randomCbcSeed 1"]))
+        text = log_path.read_text() if log_path.exists() else ""
+    if prob.status == pulp.LpStatusInfeasible:
+        return "infeasible", None
+    if prob.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
+        return "not_solved", None
+    objective = pulp.value(prob.objective)
+    bounds = _CBC_BOUND.findall(text)
+    if bounds:
+        bound = float(bounds[-1])
+    else:  # CBC proved the gap tolerance without printing a bound: the tolerance itself bounds it
+        bound = objective - gap * abs(objective)
+    if prob.sol_status == pulp.LpSolutionOptimal:
+        return "optimal", min(bound, objective)
+    return "time_limit", min(bound, objective)

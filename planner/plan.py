@@ -1,0 +1,529 @@
+"""From a workload and a catalog to a priced plan (MODEL.md §5, §6, §8), and back: re-pricing a saved plan.
+
+A plan is computed in three steps: the option table (costmodel.evaluate on every class × offering × tier ×
+HBM-cache state, kept where allowed and not dominated), the integer program (formulation), and pricing: the
+chosen option of every context is priced again by costmodel.evaluate, and those numbers, not the solver's
+objective, are the plan's. `reprice` runs the same pricing on a saved plan without any solver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import __version__
+from .catalog import Catalog, ModelCard
+from .costmodel import (PATH_BLOCK, PATH_NETWORK, RECOMPUTE, Demand, Fleet, Options, Settings, Tiers,
+                        build_fleet, build_tiers, evaluate, grid)
+from .errors import Infeasible, InputError
+from .formulation import Problem, Solution, solve
+from .workload import Workload, background_demand, demand_classes
+
+TOLERANCE = 1e-6  # relative slack when checking a plan's capacities
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model's inputs as arrays: one workload on one catalog."""
+    workload: Workload
+    catalog: Catalog
+    card: ModelCard
+    fleet: Fleet
+    tiers: Tiers
+    settings: Settings
+    demand: Demand
+    context_class: np.ndarray   # class index of each context
+    background: Demand
+
+    def options(self, k, g, t, c) -> Options:
+        return evaluate(self.card, self.fleet, self.tiers, self.demand, self.settings, k, g, t, c)
+
+    def background_options(self, g, c) -> Options:
+        g = np.asarray(g)
+        zeros = np.zeros(len(g), dtype=np.int64)
+        return evaluate(self.card, self.fleet, self.tiers, self.background, self.settings, zeros, g, zeros, c)
+
+
+def prepare(workload: Workload, catalog: Catalog) -> Model:
+    demand, context_class = demand_classes(workload)
+    tiers = build_tiers(catalog)
+    settings = Settings(workload.mode, workload.hours_per_month, workload.peak_to_mean,
+                        hbm_cache_possible=workload.mode == "provisioned" and "hbm" in tiers.kinds)
+    return Model(workload, catalog, workload.model, build_fleet(workload.model, catalog, workload.pricing), tiers,
+                 settings, demand, context_class, background_demand(workload))
+
+
+def option_table(model: Model) -> Options:
+    """Every option of every class, with its availability and SLO verdict."""
+    return model.options(*grid(len(model.demand.count), len(model.fleet.names), len(model.tiers.names)))
+
+
+def background_table(model: Model) -> Options:
+    if len(model.background.count) == 0:
+        return model.background_options(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    g, c = np.meshgrid(np.arange(len(model.fleet.names)), np.arange(2), indexing="ij")
+    return model.background_options(g.ravel(), c.ravel())
+
+
+def drop_dominated(options: Options, tiers: Tiers) -> Options:
+    """Among remote tiers reached over the same path, one class on one offering in one HBM state only ever
+    wants the cheapest: they load the same bytes over the same path and cost the same GPU time."""
+    keep = np.ones(len(options.k), dtype=bool)
+    path = tiers.path[options.t]
+    per_gb = ~np.isfinite(tiers.node_gb[options.t])  # node-priced tiers use their own capacity: keep them
+    for kind in (PATH_NETWORK, PATH_BLOCK):
+        rows = np.flatnonzero((path == kind) & per_gb)
+        if len(rows) == 0:
+            continue
+        key = np.stack([options.k[rows], options.g[rows], options.c[rows]])
+        order = np.lexsort((rows, options.direct_usd[rows], key[2], key[1], key[0]))
+        sorted_key = key[:, order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = np.any(sorted_key[:, 1:] != sorted_key[:, :-1], axis=0)
+        keep[rows[order[~first]]] = False
+    return options.take(keep)
+
+
+# --- solving -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Placement:
+    """A plan's decisions, per context and per offering: everything pricing needs."""
+    offering: np.ndarray        # per context
+    tier: np.ndarray            # per context
+    instances: np.ndarray       # per offering
+    hbm_cache: np.ndarray       # per offering (0/1)
+    background_share: np.ndarray  # per offering
+    nodes: np.ndarray           # per tier
+
+
+def diagnose_unplaceable(model: Model, table: Options, classes: np.ndarray, limit: int = 10) -> str:
+    """Which contexts no option serves within SLO, with the best TTFT each could get and where."""
+    lines = []
+    contexts = model.workload.contexts
+    for k in classes[:limit]:
+        ids = contexts["id"].to_numpy()[model.context_class == k]
+        rows = np.flatnonzero((table.k == k) & table.available)
+        label = f"{ids[0]}" + (f" (and {len(ids) - 1} identical)" if len(ids) > 1 else "")
+        if len(rows) == 0:
+            lines.append(f"  {label}: no offering can serve it at all ({_why_unavailable(model, k)})")
+            continue
+        best = rows[np.argmin(table.ttft_s[rows])]
+        slo = model.demand.ttft_slo_s[k]
+        tpot = f", TPOT {table.tpot_s[best] * 1e3:.1f} ms" if np.isfinite(model.demand.tpot_slo_s[k]) else ""
+        lines.append(f"  {label}: best TTFT {table.ttft_s[best]:.3f} s{tpot} with "
+                     f"{model.tiers.names[table.t[best]]} on {model.fleet.names[table.g[best]]}, "
+                     f"SLO {slo:g} s")
+    more = f"\n  ... and {len(classes) - limit} more" if len(classes) > limit else ""
+    return "\n".join(lines) + more
+
+
+def _why_unavailable(model: Model, k: int) -> str:
+    F = model.fleet
+    if not F.serves.any():
+        reasons = sorted({F.why_not(g, model.workload.pricing) for g in range(len(F.names))})
+        return "no offering can serve the model: " + "; ".join(reasons)
+    return "its KV cache leaves no room for a decode batch on any GPU"
+
+
+def _problem(model: Model, options: Options, background: Options) -> Problem:
+    return Problem(options, model.demand.count, background, model.fleet, model.tiers,
+                   model.workload.hours_per_month, model.workload.mode == "provisioned")
+
+
+def _placement(model: Model, problem: Problem, solution: Solution) -> Placement:
+    """Hand each class's counts out to its contexts, in input order (deterministic)."""
+    o = problem.options
+    by_class = np.lexsort((np.arange(len(o.k)), o.k))
+    chosen = np.repeat(by_class, solution.z[by_class])
+    order = np.argsort(model.context_class, kind="stable")
+    offering = np.empty(len(order), np.int64)
+    tier = np.empty(len(order), np.int64)
+    offering[order], tier[order] = o.g[chosen], o.t[chosen]
+    share = np.zeros(len(model.fleet.names))
+    np.add.at(share, problem.background.g, solution.x)
+    return Placement(offering, tier, solution.n, solution.h, share, solution.m)
+
+
+def solve_restricted(model: Model, table: Options, background: Options, keep: np.ndarray, *, solver: str,
+                     gap: float, time_limit: float | None) -> tuple[Placement | None, Solution | None, str]:
+    """Cheapest plan using only the options in `keep`; (None, None, why) when no plan exists."""
+    options = drop_dominated(table.take(keep & table.allowed), model.tiers)
+    missing = np.setdiff1d(np.arange(len(model.demand.count)), options.k)
+    if len(missing):
+        return None, None, f"{model.demand.count[missing].sum()} contexts have no allowed option"
+    if len(model.background.count) and not background.allowed.any():
+        return None, None, "background traffic cannot meet the SLO on any offering"
+    problem = _problem(model, options, background.take(background.allowed))
+    solution = solve(problem, solver=solver, gap=gap, time_limit=time_limit)
+    if not solution.has_plan:
+        return None, solution, f"solver: {solution.status}"
+    return _placement(model, problem, solution), solution, ""
+
+
+def baseline_masks(model: Model, table: Options) -> dict[str, np.ndarray]:
+    """MODEL.md §8's baselines, each a restriction of the option table."""
+    stored = table.t != RECOMPUTE
+    masks = {"all_recompute": ~stored & (table.c == 0)}
+    for t, name in enumerate(model.tiers.names[1:], start=1):
+        masks[name] = table.t == t
+    # Rule of thumb: store a context reused more than once per hour, recompute the others; where the rule's
+    # choice has no option within SLO, the context takes the other one.
+    wants_store = model.demand.reuses_per_month > model.workload.hours_per_month
+    rule = stored == wants_store[table.k]
+    served = np.zeros(len(model.demand.count), dtype=bool)
+    served[table.k[rule & table.allowed]] = True
+    masks["rule_of_thumb"] = rule | ~served[table.k]
+    return masks
+
+
+# --- pricing -----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Priced:
+    options: Options            # per context: its chosen option, priced
+    background: Options         # per offering carrying background traffic
+    background_share: np.ndarray
+    fleet_usd: np.ndarray       # per offering
+    node_usd: np.ndarray        # per tier
+    context_usd: np.ndarray     # per context: its direct costs plus its share of its offering's compute
+    background_usd: float
+    breakdown: dict[str, float]
+    violations: list[str]
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.breakdown.values()))
+
+
+def price(model: Model, placement: Placement) -> Priced:
+    """Price a placement with the analytical model alone, and check it against every constraint."""
+    F, T, H = model.fleet, model.tiers, model.workload.hours_per_month
+    provisioned = model.workload.mode == "provisioned"
+    g, t = placement.offering, placement.tier
+    c = placement.hbm_cache[g] if len(g) else g
+    o = model.options(model.context_class, g, t, c)
+    bg_g = np.flatnonzero(placement.background_share > 0)
+    bg = model.background_options(bg_g, placement.hbm_cache[bg_g])
+    share = placement.background_share[bg_g]
+    n = placement.instances
+
+    if provisioned:
+        fleet_usd = n * np.nan_to_num(F.price) * H
+    else:
+        fleet_usd = np.bincount(g, o.compute_usd, len(F.names)) + np.bincount(bg_g, share * bg.compute_usd,
+                                                                              len(F.names))
+    node_usd = placement.nodes * np.nan_to_num(T.node_price_per_hour) * H
+    breakdown = {"compute": float(fleet_usd.sum()),
+                 "storage": float(o.storage_usd.sum() + node_usd.sum()),
+                 "network": float(o.network_usd.sum()),
+                 "requests": float(o.requests_usd.sum())}
+
+    # Compute is shared out over each offering's contexts and background by their peak GPU load.
+    if provisioned:
+        load = np.bincount(g, o.gpu_load, len(F.names)) + np.bincount(bg_g, share * bg.gpu_load, len(F.names))
+        members = np.bincount(g, minlength=len(F.names)) + np.bincount(bg_g, minlength=len(F.names))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per_load = np.where(load > 0, fleet_usd / load, 0.0)
+            per_member = np.where((load == 0) & (members > 0), fleet_usd / np.maximum(members, 1), 0.0)
+        context_compute = o.gpu_load * per_load[g] + per_member[g]
+        background_usd = float(np.sum(share * bg.gpu_load * per_load[bg_g] + per_member[bg_g]))
+    else:
+        context_compute = o.compute_usd
+        background_usd = float(np.sum(share * bg.compute_usd))
+    context_usd = o.storage_usd + o.network_usd + o.requests_usd + context_compute
+    # Node costs of node-priced tiers are shared by stored GB.
+    for tier in np.flatnonzero(node_usd > 0):
+        on = t == tier
+        context_usd[on] += node_usd[tier] * o.stored_gb[on] / max(o.stored_gb[on].sum(), 1e-300)
+
+    return Priced(o, bg, share, fleet_usd, node_usd, context_usd, background_usd, breakdown,
+                  _violations(model, placement, o, bg, share))
+
+
+def _violations(model: Model, placement: Placement, o: Options, bg: Options, share: np.ndarray) -> list[str]:
+    F, T = model.fleet, model.tiers
+    ids = model.workload.contexts["id"].to_numpy()
+    found = []
+    for i in np.flatnonzero(~o.available)[:5]:
+        found.append(f"context {ids[i]}: {T.names[o.t[i]]} on {F.names[o.g[i]]} is not possible")
+    for i in np.flatnonzero(o.available & ~o.meets_slo)[:5]:
+        found.append(f"context {ids[i]}: TTFT {o.ttft_s[i]:.3f} s or TPOT misses its SLO")
+    if len(model.background.count):
+        if abs(share.sum() - 1) > 1e-6:
+            found.append(f"background shares add up to {share.sum():.6f}, not 1")
+        if not bg.allowed.all():
+            found.append("background traffic is placed where it misses its SLO")
+    if model.workload.mode != "provisioned":
+        return found
+    n = placement.instances
+    G = len(F.names)
+    bg_g = np.flatnonzero(placement.background_share > 0)
+    used = np.bincount(o.g, minlength=G) + np.bincount(bg_g, minlength=G)
+    for gi in np.flatnonzero((used > 0) & (n < 1)):
+        found.append(f"{F.names[gi]} serves traffic with no instance")
+    for gi in np.flatnonzero(n > F.max_instances):
+        found.append(f"{F.names[gi]}: {n[gi]} instances exceed max_instances {F.max_instances[gi]:g}")
+    kinds = np.asarray(T.kinds, dtype=object)[o.t]
+    paths = T.path[o.t]
+    checks = (("GPU load", o.gpu_load, np.ones(len(o.k), bool), F.gpu_capacity),
+              ("HBM cache GB", o.stored_gb, kinds == "hbm", F.hbm_cache_gb),
+              ("host-memory cache GB", o.stored_gb, kinds == "host_memory", F.host_cache_gb),
+              ("NVMe cache GB", o.stored_gb, kinds == "local_nvme", F.nvme_cache_gb),
+              ("network GB/s", o.path_gbs, paths == PATH_NETWORK, F.network_cap_gbs),
+              ("block-storage GB/s", o.path_gbs, paths == PATH_BLOCK, F.block_cap_gbs))
+    for label, use, selected, capacity in checks:
+        total = np.bincount(o.g[selected], use[selected], G)
+        if label == "GPU load":
+            total += np.bincount(bg_g, share * bg.gpu_load, G)
+        limit = np.nan_to_num(capacity) * n
+        for gi in np.flatnonzero(total > limit * (1 + TOLERANCE) + 1e-12):
+            found.append(f"{F.names[gi]}: {label} {total[gi]:.6g} exceeds capacity {limit[gi]:.6g}")
+    node_gb = np.bincount(o.t, o.stored_gb, len(T.names))
+    for ti in np.flatnonzero(np.isfinite(T.node_gb)):
+        if node_gb[ti] > placement.nodes[ti] * T.node_gb[ti] * (1 + TOLERANCE):
+            found.append(f"{T.names[ti]}: {node_gb[ti]:.6g} GB exceed {placement.nodes[ti]} nodes")
+    return found
+
+
+# --- the plan ----------------------------------------------------------------------------------------------
+
+def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
+              time_limit: float | None = None, baselines: bool = True) -> dict:
+    """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines."""
+    model = prepare(workload, catalog)
+    table = option_table(model)
+    background = background_table(model)
+    unplaceable = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
+    if len(unplaceable):
+        n = int(model.demand.count[unplaceable].sum())
+        raise Infeasible(f"{n} context(s) cannot meet their SLO with any option:\n"
+                         + diagnose_unplaceable(model, table, unplaceable))
+    if len(model.background.count) and not background.allowed.any():
+        best = np.argmin(np.where(background.available, background.ttft_s, np.inf))
+        raise Infeasible("background traffic cannot meet the SLO on any offering: best TTFT "
+                         f"{background.ttft_s[best]:.3f} s on {model.fleet.names[background.g[best]]}, "
+                         f"SLO {workload.ttft_slo_s:g} s")
+    everything = np.ones(len(table.k), dtype=bool)
+    placement, solution, why = solve_restricted(model, table, background, everything, solver=solver, gap=gap,
+                                                time_limit=time_limit)
+    if placement is None:
+        raise Infeasible(_explain_failure(model, table, background, solution, solver, gap, time_limit))
+    priced = price(model, placement)
+    notes: list[str] = []
+    baseline_rows: dict[str, dict] = {}
+    if baselines:
+        for name, mask in baseline_masks(model, table).items():
+            base_placement, base_solution, reason = solve_restricted(
+                model, table, background, mask, solver=solver, gap=gap, time_limit=time_limit)
+            if base_placement is None:
+                baseline_rows[name] = {"total_usd": None, "feasible": False, "reason": reason}
+                continue
+            base_priced = price(model, base_placement)
+            baseline_rows[name] = {"total_usd": base_priced.total, "feasible": True,
+                                   "status": base_solution.status}
+            if base_priced.total < priced.total - 1e-9 and not base_priced.violations:
+                notes.append(f"the {name} baseline's plan was cheaper than the solver's (within its gap): "
+                             "it is used as the plan")
+                placement, priced = base_placement, base_priced
+        for row in baseline_rows.values():
+            if row["feasible"]:
+                row["savings_usd"] = row["total_usd"] - priced.total
+                row["savings_ratio"] = row["total_usd"] / priced.total if priced.total > 0 else None
+    return to_json(model, placement, priced, solution, baseline_rows, notes)
+
+
+def _explain_failure(model: Model, table: Options, background: Options, solution: Solution | None, solver: str,
+                     gap: float, time_limit: float | None) -> str:
+    if solution is not None and solution.status == "not_solved":
+        return f"the solver found no plan within the time limit ({time_limit:g} s); raise --time-limit"
+    capped = np.isfinite(model.fleet.max_instances)
+    if model.workload.mode == "provisioned" and capped.any():
+        uncapped = dataclasses.replace(model, fleet=dataclasses.replace(
+            model.fleet, max_instances=np.full(len(model.fleet.names), np.inf)))
+        placement, _, _ = solve_restricted(uncapped, table, background, np.ones(len(table.k), bool),
+                                           solver=solver, gap=gap, time_limit=time_limit)
+        if placement is not None:
+            over = [f"{model.fleet.names[g]} needs {placement.instances[g]} (max_instances "
+                    f"{model.fleet.max_instances[g]:g})" for g in np.flatnonzero(
+                        placement.instances > model.fleet.max_instances)]
+            return "no fleet within max_instances serves the load; the cheapest uncapped plan: " + "; ".join(over)
+    return "no plan satisfies every capacity row (GPU, cache and path capacities)"
+
+
+def _rounded(value: float, digits: int = 6) -> float:
+    return float(round(float(value), digits))
+
+
+def to_json(model: Model, placement: Placement, priced: Priced, solution: Solution, baselines: dict,
+            notes: list[str]) -> dict:
+    F, T, w = model.fleet, model.tiers, model.workload
+    o = priced.options
+    provisioned = w.mode == "provisioned"
+    G = len(F.names)
+    bg_on = np.zeros(G)
+    bg_on[np.flatnonzero(placement.background_share > 0)] = 1
+    carrying = np.bincount(o.g, minlength=G) + bg_on
+    load = np.bincount(o.g, o.gpu_load, G) + np.bincount(
+        np.flatnonzero(placement.background_share > 0), priced.background_share * priced.background.gpu_load, G)
+    fleet = []
+    for g in range(G):
+        if placement.instances[g] == 0 and carrying[g] == 0:
+            continue
+        row = {"offering": F.names[g], "instances": int(placement.instances[g]), "usd": _rounded(priced.fleet_usd[g]),
+               "price_per_hour": float(F.price[g]), "gpus": int(F.gpus[g]), "tp": int(F.tp[g]),
+               "hbm_cache": bool(placement.hbm_cache[g]), "contexts": int(np.sum(o.g == g)),
+               "background_share": _rounded(placement.background_share[g])}
+        if provisioned:
+            capacity = F.gpu_capacity[g] * placement.instances[g] / F.utilization_max[g]
+            row["gpu_utilization_peak"] = _rounded(load[g] / capacity if capacity else 0.0, 4)
+        fleet.append(row)
+    tiers = []
+    for t, name in enumerate(T.names):
+        on = o.t == t
+        if not on.any() and priced.node_usd[t] == 0:
+            continue
+        usd = o.storage_usd[on].sum() + o.network_usd[on].sum() + o.requests_usd[on].sum() + priced.node_usd[t]
+        row = {"tier": name, "kind": T.kinds[t], "contexts": int(on.sum()), "gb": _rounded(o.stored_gb[on].sum()),
+               "usd": _rounded(usd)}
+        if np.isfinite(T.node_gb[t]):
+            row["nodes"] = int(placement.nodes[t])
+        tiers.append(row)
+    contexts = _context_rows(model, priced)
+    total = priced.total
+    estimated = _estimates_used(model, placement, o)
+    if estimated:
+        notes.append("uses estimated catalog figures: " + ", ".join(estimated))
+    notes.append("TTFT excludes queueing (held down by utilization_max); loading "
+                 + ("overlaps prefill on tiers marked overlap_load" if T.overlap_load.any()
+                    else "and prefill run one after the other"))
+    if model.card.params_b != model.card.total_params_b:
+        notes.append("decode reads only the active experts' weights: a lower bound when a batch touches more")
+    return {
+        "kvplan_version": __version__,
+        "model": model.card.name,
+        "mode": w.mode,
+        "pricing": w.pricing,
+        "hours_per_month": w.hours_per_month,
+        "catalog": {"name": model.catalog.name, "provider": model.catalog.provider, "region": model.catalog.region,
+                    "as_of": model.catalog.as_of, "currency": model.catalog.currency},
+        "total_usd": _rounded(total),
+        "breakdown_usd": {key: _rounded(value) for key, value in priced.breakdown.items()},
+        "fleet": fleet,
+        "tiers": tiers,
+        "background": {"requests_per_month": float(w.traffic.requests_per_month) if w.traffic else 0.0,
+                       "usd": _rounded(priced.background_usd)},
+        "contexts": contexts,
+        "baselines": baselines,
+        "solver": {"name": solution.solver, "status": solution.status,
+                   "objective_usd": _rounded(solution.objective) if solution.objective is not None else None,
+                   "lower_bound_usd": _rounded(solution.lower_bound) if solution.lower_bound is not None else None,
+                   "gap": solution.gap, "seconds": round(solution.seconds, 3)},
+        "violations": priced.violations,
+        "notes": notes,
+        "inputs": {"files": w.inputs, "workload": w.settings(), "models": _cards(model),
+                   "catalog": model.catalog.raw, "catalog_file": {model.catalog.path: model.catalog.sha256}},
+    }
+
+
+def _context_rows(model: Model, priced: Priced) -> list[dict]:
+    o, frame = priced.options, model.workload.contexts
+    d = model.demand
+    k = model.context_class
+    columns = {
+        "id": frame["id"].tolist(),
+        "tier": [model.tiers.names[t] for t in o.t.tolist()],
+        "offering": [model.fleet.names[g] for g in o.g.tolist()],
+        "ttft_s": np.round(o.ttft_s, 6).tolist(),
+        "slo_s": d.ttft_slo_s[k].tolist(),
+        "tpot_s": np.round(o.tpot_s, 6).tolist(),
+        "usd": np.round(priced.context_usd, 6).tolist(),
+        "gb": np.round(o.stored_gb, 6).tolist(),
+        "tokens": frame["tokens"].tolist(),
+        "reuses_per_month": frame["reuses_per_month"].tolist(),
+        "prompt_tokens": frame["prompt_tokens"].tolist(),
+        "output_tokens": frame["output_tokens"].tolist(),
+        "writes_per_month": frame["writes_per_month"].tolist(),
+        "ttft_slo_s": frame["ttft_slo_s"].where(frame["ttft_slo_s"].notna(), None).tolist(),
+        "tpot_slo_s": frame["tpot_slo_s"].where(frame["tpot_slo_s"].notna(), None).tolist(),
+    }
+    names = list(columns)
+    return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+
+def _cards(model: Model) -> list[dict]:
+    cards = {model.card.name: model.card}
+    for offering in model.catalog.offerings:
+        if offering.calibration is not None:
+            cards.setdefault(offering.calibration.model.name, offering.calibration.model)
+    return [{k: v for k, v in dataclasses.asdict(card).items() if v is not None} for card in cards.values()]
+
+
+def _estimates_used(model: Model, placement: Placement, o: Options) -> list[str]:
+    used_offerings = {int(g) for g in np.flatnonzero(placement.instances > 0)} | set(o.g.tolist())
+    used_tiers = set(o.t.tolist())
+    gpus = {model.catalog.offerings[g].gpu.name for g in used_offerings}
+    result = []
+    for path in model.catalog.estimated:
+        if path.startswith("offerings["):
+            if int(path[len("offerings["):path.index("]")]) not in used_offerings:
+                continue
+            path = f"{model.catalog.offerings[int(path[10:path.index(']')])].name}.{path.split('.', 1)[1]}"
+        elif path.startswith("tiers["):
+            index = int(path[len("tiers["):path.index("]")]) + 1
+            if index not in used_tiers:
+                continue
+            path = f"{model.tiers.names[index]}.{path.split('.', 1)[1]}"
+        elif path.startswith("gpus.") and path.split(".")[1] not in gpus:
+            continue
+        result.append(path)
+    return result
+
+
+def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
+    """Re-price a saved plan with the analytical model alone (no solver), from the inputs it carries."""
+    from .catalog import parse_catalog, parse_model
+    from .fields import Section
+    from .workload import parse_workload
+
+    root = Section(plan, source)
+    inputs = root.section("inputs")
+    models = {}
+    for card_section in inputs.sections("models"):
+        card = parse_model(card_section)
+        models[card.name] = card
+    catalog = parse_catalog(inputs.raw("catalog"), f"{source}: inputs.catalog", models)
+    settings = dict(inputs.section("workload").data)
+    keep = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens", "writes_per_month",
+            "ttft_slo_s", "tpot_slo_s")
+    rows = root.sections("contexts", [])
+    settings["contexts"] = [{key: row.data.get(key) for key in keep} for row in rows]
+    if settings.get("traffic") is None:
+        settings.pop("traffic", None)
+    if settings["slo"].get("tpot_s") is None:
+        settings["slo"] = {"ttft_s": settings["slo"]["ttft_s"]}
+    workload = parse_workload(settings, source, models, base_dir=None)
+    model = prepare(workload, catalog)
+
+    def index(names: tuple[str, ...], name: str, where: str) -> int:
+        if name not in names:
+            raise InputError(where, f"unknown name {name!r}")
+        return names.index(name)
+
+    G = len(model.fleet.names)
+    instances, hbm, share = np.zeros(G, np.int64), np.zeros(G, np.int64), np.zeros(G)
+    for row in root.sections("fleet"):
+        g = index(model.fleet.names, row.string("offering"), row.where("offering"))
+        instances[g] = row.number("instances", integer=True)
+        hbm[g] = int(row.boolean("hbm_cache", False))
+        share[g] = row.number("background_share", 0.0)
+    nodes = np.zeros(len(model.tiers.names), np.int64)
+    for row in root.sections("tiers"):
+        if row.has("nodes"):
+            nodes[index(model.tiers.names, row.string("tier"), row.where("tier"))] = row.number("nodes", integer=True)
+    offering = np.array([index(model.fleet.names, r.string("offering"), r.where("offering")) for r in rows], np.int64)
+    tier = np.array([index(model.tiers.names, r.string("tier"), r.where("tier")) for r in rows], np.int64)
+    placement = Placement(offering, tier, instances, hbm, share, nodes)
+    return model, price(model, placement)

@@ -1,0 +1,80 @@
+"""Readable views of a plan: the terminal summary and the per-context CSV."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _usd(value: float | None) -> str:
+    return "—" if value is None else f"${value:,.2f}"
+
+
+def _table(headers: list[str], rows: list[list], indent: str = "  ") -> str:
+    cells = [[str(c) for c in row] for row in [headers] + rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for r, row in enumerate(cells):
+        parts = [cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)]
+        lines.append(indent + "  ".join(parts).rstrip())
+        if r == 0:
+            lines.append(indent + "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary(plan: dict) -> str:
+    cat, solver = plan["catalog"], plan["solver"]
+    gap = "—" if solver["gap"] is None else f"{solver['gap']:.4%}"
+    out = [
+        f"kvplan plan: {plan['inputs']['workload']['name']} — model {plan['model']} on {cat['name']} "
+        f"({cat['region'] or cat['provider']}, as of {cat['as_of']}), {plan['mode']}, {plan['pricing']}, "
+        f"{plan['hours_per_month']:g} h/month",
+        "",
+        f"Total: {_usd(plan['total_usd'])} per month   (solver {solver['name']}: {solver['status']}, gap {gap}, "
+        f"lower bound {_usd(solver['lower_bound_usd'])}, {solver['seconds']:.2f} s)",
+        "",
+        "Cost by component",
+        _table(["component", "USD/month", "share"],
+               [[k, _usd(v), f"{v / plan['total_usd']:.1%}" if plan["total_usd"] else "—"]
+                for k, v in plan["breakdown_usd"].items()]),
+        "",
+        "Fleet",
+    ]
+    fleet_rows = []
+    for row in plan["fleet"]:
+        util = row.get("gpu_utilization_peak")
+        fleet_rows.append([row["offering"], row["instances"], f"{row['gpus']} (tp {row['tp']})",
+                           f"${row['price_per_hour']:,.4g}", "yes" if row["hbm_cache"] else "no",
+                           row["contexts"], f"{row['background_share']:.0%}",
+                           "—" if util is None else f"{util:.0%}", _usd(row["usd"])])
+    out.append(_table(["offering", "instances", "GPUs", "$/h", "HBM cache", "contexts", "background",
+                       "peak util", "USD/month"], fleet_rows))
+    out += ["", "Contexts per tier",
+            _table(["tier", "kind", "contexts", "GB", "USD/month"],
+                   [[r["tier"], r["kind"], r["contexts"], f"{r['gb']:,.1f}", _usd(r["usd"])] for r in plan["tiers"]])]
+    if plan["baselines"]:
+        rows = []
+        for name, b in plan["baselines"].items():
+            if b["feasible"]:
+                ratio = b.get("savings_ratio")
+                rows.append([name, _usd(b["total_usd"]), _usd(b["savings_usd"]),
+                             "—" if ratio is None else f"{ratio:.2f}x"])
+            else:
+                rows.append([name, "infeasible", b.get("reason", ""), ""])
+        out += ["", "Baselines (each the cheapest plan under its own restriction)",
+                _table(["baseline", "USD/month", "plan saves", "baseline/plan"], rows)]
+    if plan["violations"]:
+        out += ["", "VIOLATIONS:"] + [f"  {v}" for v in plan["violations"]]
+    if plan["notes"]:
+        out += ["", "Notes:"] + [f"  - {n}" for n in plan["notes"]]
+    return "\n".join(out)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def contexts_frame(plan: dict) -> pd.DataFrame:
+    """Per-context rows; ids a spreadsheet would run as formulas are prefixed with a quote."""
+    frame = pd.DataFrame(plan["contexts"])
+    if not frame.empty:
+        frame["id"] = frame["id"].map(lambda s: "'" + s if s.startswith(_FORMULA_START) else s)
+    return frame
