@@ -3,7 +3,8 @@
 `evaluate(...)` prices any list of options o = (context class k, offering g, tier t, HBM-cache state c),
 given as index vectors. The formulation builds its option table with it, and a saved plan is re-priced with
 it, so the two can never disagree. Tier index 0 is `recompute` (prefill from text; nothing stored).
-State c = 1 means "offering g keeps an HBM cache" (the batch gets 1 - hbm_cache_fraction of the KV space).
+State c = 1 means "offering g keeps an HBM cache" (the batch gets 1 - hbm_cache_fraction of the KV space);
+c = -1 marks an option that is the same in both states (see plan.merge_cache_states).
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ class Options:
     ttft_s: np.ndarray
     tpot_s: np.ndarray
     load_s: np.ndarray
+    batch: np.ndarray         # decode batch b
     available: np.ndarray     # structurally possible (fits, reachable, mode allows), SLOs aside
     meets_slo: np.ndarray
     storage_usd: np.ndarray
@@ -302,7 +304,7 @@ def evaluate(card: ModelCard, fleet: Fleet, tiers: Tiers, demand: Demand, settin
     gpu_load = f * peak * busy + w / (H * 3600.0) * tp * t_build
     remote = tiers.path[t] != PATH_NONE
     return Options(
-        k=k, g=g, t=t, c=c, ttft_s=ttft, tpot_s=tpot, load_s=load_s,
+        k=k, g=g, t=t, c=c, ttft_s=ttft, tpot_s=tpot, load_s=load_s, batch=batch,
         available=available, meets_slo=meets_slo,
         storage_usd=storage_usd, network_usd=network_usd, requests_usd=requests_usd, compute_usd=compute_usd,
         gpu_load=gpu_load,

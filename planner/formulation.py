@@ -67,10 +67,11 @@ def _sum(coefs, variables) -> pulp.LpAffineExpression:
     return pulp.LpAffineExpression([(v, float(a)) for v, a in zip(variables, coefs) if a != 0])
 
 
-def build(p: Problem) -> tuple[pulp.LpProblem, dict]:
+def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, dict]:
     o, bg, F = p.options, p.background, p.fleet
     prob = pulp.LpProblem("kvplan", pulp.LpMinimize)
-    z = [pulp.LpVariable(f"z_{i}", 0, int(p.count[k]), pulp.LpInteger) for i, k in enumerate(o.k)]
+    z_cat = pulp.LpInteger if integral_placement else pulp.LpContinuous
+    z = [pulp.LpVariable(f"z_{i}", 0, int(p.count[k]), z_cat) for i, k in enumerate(o.k)]
     x = [pulp.LpVariable(f"x_{j}", 0, 1) for j in range(len(bg.k))]
     used = sorted(set(o.g.tolist()) | set(bg.g.tolist()))
     n, h, m = {}, {}, {}
@@ -98,17 +99,19 @@ def build(p: Problem) -> tuple[pulp.LpProblem, dict]:
                 + _sum(bg.gpu_load[bg_members], [x[j] for j in bg_members])
             prob += load <= float(F.gpu_capacity[g]) * n[g], f"gpu_{g}"
 
-        # Linking: a class placed on g needs n_g >= 1; HBM-cache state: options priced with the cache need h_g.
+        # Linking: a class placed on g needs n_g >= 1 (per class: the strong form of this facility-location row).
         for (k, g), members in _groups(o.k, o.g).items():
-            cnt = int(p.count[k])
-            prob += pulp.lpSum(z[i] for i in members) <= cnt * n[g], f"link_{k}_{g}"
-            if g in h:
-                cached = [z[i] for i in members if o.c[i] == 1]
-                plain = [z[i] for i in members if o.c[i] == 0]
-                if cached:
-                    prob += pulp.lpSum(cached) <= cnt * h[g], f"hbm_on_{k}_{g}"
-                if plain:
-                    prob += pulp.lpSum(plain) <= cnt * (1 - h[g]), f"hbm_off_{k}_{g}"
+            prob += pulp.lpSum(z[i] for i in members) <= int(p.count[k]) * n[g], f"link_{k}_{g}"
+        # HBM-cache state: options priced with the cache need h_g = 1, those priced without it h_g = 0
+        # (aggregated per offering: branching on the few h_g is cheap, rows per class are not).
+        total = int(p.count.sum())
+        for g in h:
+            cached = [z[i] for i in by_g.get((g,), []) if o.c[i] == 1]
+            plain = [z[i] for i in by_g.get((g,), []) if o.c[i] == 0]
+            if cached:
+                prob += pulp.lpSum(cached) <= total * h[g], f"hbm_on_{g}"
+            if plain:
+                prob += pulp.lpSum(plain) <= total * (1 - h[g]), f"hbm_off_{g}"
         for j in range(len(x)):
             g = int(bg.g[j])
             prob += x[j] <= n[g], f"link_bg_{j}"
@@ -142,39 +145,92 @@ def build(p: Problem) -> tuple[pulp.LpProblem, dict]:
 
 
 def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: float | None = None) -> Solution:
-    prob, var = build(p)
-    start = time.perf_counter()
-    if solver == "highs":
-        try:
-            status, bound = _solve_highs(prob, gap, time_limit)
-        except (ImportError, pulp.PulpSolverError) as exc:
-            log.warning("HiGHS unavailable (%s); falling back to CBC", exc)
-            solver = "cbc"
-    if solver == "cbc":
-        status, bound = _solve_cbc(prob, gap, time_limit)
-    seconds = time.perf_counter() - start
+    """Fleet first, then placement; the full program only where that leaves a gap above `gap`.
 
+    1. Relax the placement (z continuous), keep the fleet integer: its dual bound is a valid lower bound of the
+       whole program, and its fleet (n, h) is almost always the optimal one, since fleet cost dominates.
+    2. Fix that fleet and solve the placement with integer z: a plan, and an upper bound. The relaxed placement
+       has at most as many fractional classes as there are capacity rows, so this is quick.
+    3. If the two bounds are further apart than `gap`, solve the whole program, started from step 2's plan.
+    In per_use mode there is no fleet and the program is solved directly.
+    """
+    clock = time.perf_counter()
+    if solver == "highs" and not _highs_available():
+        log.warning("HiGHS (highspy) is not available; falling back to CBC")
+        solver = "cbc"
+
+    def remaining() -> float | None:
+        return None if time_limit is None else max(time_limit - (time.perf_counter() - clock), 1.0)
+
+    bound = -np.inf
+    start: dict | None = None
+    if p.provisioned:
+        relaxed, relaxed_var = build(p, integral_placement=False)
+        status, relaxed_bound = _run(relaxed, solver, gap / 2, remaining(), None)
+        if status == "infeasible":
+            return _solution(p, "infeasible", None, None, clock, solver, None, None)
+        if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
+            bound = relaxed_bound
+            fixed, fixed_var = build(p)
+            for name in ("n", "h"):
+                for key, var in fixed_var[name].items():
+                    var.lowBound = var.upBound = round(relaxed_var[name][key].varValue or 0)
+            status, _ = _run(fixed, solver, min(gap, 1e-6) / 2, remaining(), None)
+            if status in ("optimal", "feasible", "time_limit"):
+                objective = pulp.value(fixed.objective)
+                if objective - bound <= gap * abs(objective):
+                    return _solution(p, "optimal", fixed, fixed_var, clock, solver, objective, bound)
+                start = {var.name: var.varValue for var in fixed.variables()}
+    full, full_var = build(p)
+    if start is not None:
+        for var in full.variables():
+            var.setInitialValue(start.get(var.name, 0.0))
+    status, full_bound = _run(full, solver, gap, remaining(), start)
+    if status in ("optimal", "feasible", "time_limit"):
+        best = max(bound, full_bound if full_bound is not None else -np.inf)
+        objective = pulp.value(full.objective)
+        if objective - best <= gap * abs(objective):
+            status = "optimal"
+        return _solution(p, status, full, full_var, clock, solver, objective, best if np.isfinite(best) else None)
+    return _solution(p, status, None, None, clock, solver, None, None)
+
+
+def _solution(p: Problem, status: str, prob, var, clock: float, solver: str, objective: float | None,
+              bound: float | None) -> Solution:
     def value(v) -> float:
         return 0.0 if v is None or v.varValue is None else float(v.varValue)
 
     G, T = len(p.fleet.names), len(p.tiers.names)
     n, h, m = np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64), np.zeros(T, dtype=np.int64)
-    has_plan = status in ("optimal", "feasible", "time_limit")
-    z = np.array([round(value(v)) for v in var["z"]], dtype=np.int64) if has_plan else np.zeros(0, np.int64)
-    x = np.array([max(value(v), 0.0) for v in var["x"]]) if has_plan else np.zeros(0)
-    for g, v in var["n"].items():
-        n[g] = round(value(v))
-    for g, v in var["h"].items():
-        h[g] = round(value(v))
-    for t, v in var["m"].items():
-        m[t] = round(value(v))
-    objective = pulp.value(prob.objective) if has_plan else None
-    if has_plan and len(x):
-        x = x / x.sum()  # remove solver round-off from the shares
+    z, x = np.zeros(0, np.int64), np.zeros(0)
+    if prob is not None:
+        z = np.array([round(value(v)) for v in var["z"]], dtype=np.int64)
+        x = np.array([max(value(v), 0.0) for v in var["x"]])
+        if len(x):
+            x = x / x.sum()  # remove solver round-off from the shares
+        for name, out in (("n", n), ("h", h), ("m", m)):
+            for key, v in var[name].items():
+                out[key] = round(value(v))
     gap_value = None
     if objective is not None and bound is not None:
+        bound = min(bound, objective)
         gap_value = max(0.0, (objective - bound) / max(abs(objective), 1e-12))
-    return Solution(status, objective, bound, gap_value, seconds, solver, z, x, n, h, m)
+    return Solution(status, objective, bound, gap_value, time.perf_counter() - clock, solver, z, x, n, h, m)
+
+
+def _highs_available() -> bool:
+    try:
+        import highspy  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _run(prob: pulp.LpProblem, solver: str, gap: float, time_limit: float | None,
+         start: dict | None) -> tuple[str, float | None]:
+    if solver == "cbc":
+        return _solve_cbc(prob, gap, time_limit, warm=start is not None)
+    return _solve_highs(prob, gap, time_limit, start)
 
 
 def _silence_highs_banner() -> None:
@@ -196,13 +252,31 @@ def _silence_highs_banner() -> None:
     _silence_highs_banner.done = True
 
 
-def _solve_highs(prob: pulp.LpProblem, gap: float, time_limit: float | None) -> tuple[str, float | None]:
+class _StartedHiGHS(pulp.HiGHS):
+    """PuLP's HiGHS interface, handing the solver a starting plan (PuLP's own warm start is CMD-only)."""
+
+    def __init__(self, start: dict | None, **kwargs):
+        super().__init__(**kwargs)
+        self.start = start
+
+    def callSolver(self, lp):
+        import highspy
+
+        if self.start:
+            solution = highspy.HighsSolution()
+            solution.col_value = [self.start.get(v.name) or 0.0 for v in lp.variables()]
+            solution.value_valid = True
+            lp.solverModel.setSolution(solution)
+        lp.solverModel.run()
+
+
+def _solve_highs(prob: pulp.LpProblem, gap: float, time_limit: float | None,
+                 start: dict | None = None) -> tuple[str, float | None]:
     import highspy
 
     _silence_highs_banner()
-    options = {"random_seed": 0, "threads": 1, "mip_feasibility_tolerance": 1e-9,
-               "primal_feasibility_tolerance": 1e-9}
-    prob.solve(pulp.HiGHS(msg=False, gapRel=gap, gapAbs=1e-9, timeLimit=time_limit, **options))
+    options = {"random_seed": 0, "mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9}
+    prob.solve(_StartedHiGHS(start, msg=False, gapRel=gap, gapAbs=1e-9, timeLimit=time_limit, **options))
     model = prob.solverModel
     status = model.getModelStatus()
     info = model.getInfo()
@@ -224,11 +298,12 @@ def _solve_highs(prob: pulp.LpProblem, gap: float, time_limit: float | None) -> 
 _CBC_BOUND = re.compile(r"best possible[:\s]+(-?[\d.]+(?:e[-+]?\d+)?)", re.IGNORECASE)
 
 
-def _solve_cbc(prob: pulp.LpProblem, gap: float, time_limit: float | None) -> tuple[str, float | None]:
+def _solve_cbc(prob: pulp.LpProblem, gap: float, time_limit: float | None,
+               warm: bool = False) -> tuple[str, float | None]:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "cbc.log"
         prob.solve(pulp.PULP_CBC_CMD(msg=False, gapRel=gap, timeLimit=time_limit, logPath=str(log_path),
-                                     options=["randomSeed 1", "randomCbcSeed 1"]))
+                                     warmStart=warm, options=["randomSeed 1", "randomCbcSeed 1"]))
         text = log_path.read_text() if log_path.exists() else ""
     if prob.status == pulp.LpStatusInfeasible:
         return "infeasible", None

@@ -57,7 +57,22 @@ def prepare(workload: Workload, catalog: Catalog) -> Model:
 
 def option_table(model: Model) -> Options:
     """Every option of every class, with its availability and SLO verdict."""
-    return model.options(*grid(len(model.demand.count), len(model.fleet.names), len(model.tiers.names)))
+    table = model.options(*grid(len(model.demand.count), len(model.fleet.names), len(model.tiers.names)))
+    return merge_cache_states(table, model.tiers)
+
+
+def merge_cache_states(table: Options, tiers: Tiers) -> Options:
+    """An option whose decode batch is the same with and without an HBM cache on its offering costs the same in
+    both states: keep one copy, marked c = -1, that either state may use. The grid lists c = 0, 1 in pairs."""
+    plain, cached = np.arange(0, len(table.k), 2), np.arange(1, len(table.k), 2)
+    same = ((table.batch[plain] == table.batch[cached]) & table.available[plain] & table.available[cached]
+            & (table.meets_slo[plain] == table.meets_slo[cached])
+            & (np.asarray(tiers.kinds, dtype=object)[table.t[plain]] != "hbm"))
+    c = table.c.copy()
+    c[plain[same]] = -1
+    keep = np.ones(len(table.k), dtype=bool)
+    keep[cached[same]] = False
+    return dataclasses.replace(table, c=c).take(keep)
 
 
 def background_table(model: Model) -> Options:
@@ -166,7 +181,7 @@ def solve_restricted(model: Model, table: Options, background: Options, keep: np
 def baseline_masks(model: Model, table: Options) -> dict[str, np.ndarray]:
     """MODEL.md §8's baselines, each a restriction of the option table."""
     stored = table.t != RECOMPUTE
-    masks = {"all_recompute": ~stored & (table.c == 0)}
+    masks = {"all_recompute": ~stored & (table.c != 1)}
     for t, name in enumerate(model.tiers.names[1:], start=1):
         masks[name] = table.t == t
     # Rule of thumb: store a context reused more than once per hour, recompute the others; where the rule's
@@ -338,7 +353,8 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
 def _explain_failure(model: Model, table: Options, background: Options, solution: Solution | None, solver: str,
                      gap: float, time_limit: float | None) -> str:
     if solution is not None and solution.status == "not_solved":
-        return f"the solver found no plan within the time limit ({time_limit:g} s); raise --time-limit"
+        limit = "" if time_limit is None else f" within the time limit ({time_limit:g} s); raise --time-limit"
+        return f"the solver stopped without finding a plan{limit}"
     capped = np.isfinite(model.fleet.max_instances)
     if model.workload.mode == "provisioned" and capped.any():
         uncapped = dataclasses.replace(model, fleet=dataclasses.replace(
@@ -446,11 +462,15 @@ def _context_rows(model: Model, priced: Priced) -> list[dict]:
         "prompt_tokens": frame["prompt_tokens"].tolist(),
         "output_tokens": frame["output_tokens"].tolist(),
         "writes_per_month": frame["writes_per_month"].tolist(),
-        "ttft_slo_s": frame["ttft_slo_s"].where(frame["ttft_slo_s"].notna(), None).tolist(),
-        "tpot_slo_s": frame["tpot_slo_s"].where(frame["tpot_slo_s"].notna(), None).tolist(),
+        "ttft_slo_s": _nullable(frame["ttft_slo_s"]),
+        "tpot_slo_s": _nullable(frame["tpot_slo_s"]),
     }
     names = list(columns)
     return [dict(zip(names, values)) for values in zip(*columns.values())]
+
+
+def _nullable(column) -> list:
+    return column.astype(object).where(column.notna(), None).tolist()
 
 
 def _cards(model: Model) -> list[dict]:
