@@ -71,8 +71,8 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
     o, bg, F = p.options, p.background, p.fleet
     prob = pulp.LpProblem("kvplan", pulp.LpMinimize)
     z_cat = pulp.LpInteger if integral_placement else pulp.LpContinuous
-    z = [pulp.LpVariable(f"z_{i}", 0, int(p.count[k]), z_cat) for i, k in enumerate(o.k)]
-    x = [pulp.LpVariable(f"x_{j}", 0, 1) for j in range(len(bg.k))]
+    z = [prob.add_variable(f"z_{i}", 0, int(p.count[k]), z_cat) for i, k in enumerate(o.k)]
+    x = [prob.add_variable(f"x_{j}", 0, 1) for j in range(len(bg.k))]
     used = sorted(set(o.g.tolist()) | set(bg.g.tolist()))
     n, h, m = {}, {}, {}
     objective = _sum(o.direct_usd, z) + _sum(bg.compute_usd, x)
@@ -86,10 +86,10 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
     if p.provisioned:
         for g in used:
             cap = F.max_instances[g]
-            n[g] = pulp.LpVariable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
+            n[g] = prob.add_variable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
             objective += float(F.price[g] * p.hours) * n[g]
         for g in sorted(set(o.g[o.c == 1].tolist()) | set(bg.g[bg.c == 1].tolist())):
-            h[g] = pulp.LpVariable(f"h_{g}", cat=pulp.LpBinary)
+            h[g] = prob.add_variable(f"h_{g}", 0, 1, pulp.LpBinary)
         by_g, bg_by_g = _groups(o.g), _groups(bg.g)
 
         # GPU capacity: peak GPU-seconds per second of contexts, cache builds and background.
@@ -136,7 +136,7 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
     for t in node_priced:
         members = np.flatnonzero(o.t == t)
         if len(members):
-            m[t] = pulp.LpVariable(f"m_{t}", 0, None, pulp.LpInteger)
+            m[t] = prob.add_variable(f"m_{t}", 0, None, pulp.LpInteger)
             objective += float(p.tiers.node_price_per_hour[t] * p.hours) * m[t]
             prob += _sum(o.stored_gb[members], [z[i] for i in members]) <= float(p.tiers.node_gb[t]) * m[t], f"nodes_{t}"
 

@@ -290,7 +290,7 @@ def _violations(model: Model, placement: Placement, o: Options, bg: Options, sha
               ("network GB/s", o.path_gbs, paths == PATH_NETWORK, F.network_cap_gbs),
               ("block-storage GB/s", o.path_gbs, paths == PATH_BLOCK, F.block_cap_gbs))
     for label, use, selected, capacity in checks:
-        total = np.bincount(o.g[selected], use[selected], G)
+        total = np.bincount(o.g[selected], use[selected], G).astype(float)
         if label == "GPU load":
             total += np.bincount(bg_g, share * bg.gpu_load, G)
         limit = np.nan_to_num(capacity) * n

@@ -1,0 +1,146 @@
+"""Optimality: on random tiny instances the plan's total equals the best of a brute-force enumeration of every
+placement, every HBM-cache state and the cheapest fleet for each (MODEL.md §5, §6; gap 1e-9)."""
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planner.catalog import load_models, parse_catalog
+from planner.costmodel import PATH_BLOCK, PATH_NETWORK, grid
+from planner.plan import make_plan, prepare
+from planner.workload import parse_workload
+
+MODELS = load_models()
+GPUS = {
+    "L40S": {"tflops": 362, "hbm_gb": 48, "hbm_gbps": 864, "pcie_gbps": 32},
+    "A100-80GB": {"tflops": 312, "hbm_gb": 80, "hbm_gbps": 2039, "pcie_gbps": 32},
+    "A10G": {"tflops": 70, "hbm_gb": 24, "hbm_gbps": 600, "pcie_gbps": 16},
+}
+TIER_POOL = [
+    {"name": "hbm", "kind": "hbm"},
+    {"name": "host", "kind": "host_memory"},
+    {"name": "nvme", "kind": "local_nvme"},
+    {"name": "blk", "kind": "block", "price_gb_month": 0.125, "first_byte_latency_s": 0.001, "read_gbps": 4.0},
+    {"name": "obj", "kind": "object", "price_gb_month": 0.023, "read_request_price": 4e-7,
+     "write_request_price": 5e-6, "transfer_per_gb": 0.01, "first_byte_latency_s": 0.03, "read_gbps": 1.5},
+    {"name": "fast_obj", "kind": "object", "price_gb_month": 0.11, "retrieval_per_gb": 0.0006,
+     "first_byte_latency_s": 0.005, "read_gbps": 3.0, "object_tokens": 4096},
+]
+
+
+def random_instance(rng, n_contexts, n_offerings, n_tiers, mode):
+    offerings = []
+    for i in range(n_offerings):
+        gpu = rng.choice(list(GPUS))
+        offerings.append({
+            "name": f"off{i}", "gpu": str(gpu), "gpus": int(rng.choice([1, 1, 2])),
+            "price_per_hour": {"on_demand": float(np.round(rng.uniform(0.5, 6), 3))},
+            "host_memory_gb": float(rng.choice([16, 64, 256])), "local_nvme_gb": float(rng.choice([50, 250, 900])),
+            "local_nvme_gbps": float(rng.choice([0.5, 2.0])), "network_gbps": float(rng.choice([10, 25])),
+            "block_storage_gbps": float(rng.choice([5, 10])),
+            **({"max_instances": int(rng.integers(1, 3))} if rng.random() < 0.5 else {}),
+        })
+    tiers = [TIER_POOL[i] for i in sorted(rng.choice(len(TIER_POOL), n_tiers, replace=False))]
+    catalog = parse_catalog({"name": "random", "as_of": "2026-11-26", "gpus": GPUS, "offerings": offerings,
+                             "tiers": tiers}, "random.yaml", MODELS)
+    contexts = [{"id": f"c{i}", "tokens": int(np.exp(rng.uniform(np.log(2_000), np.log(120_000)))),
+                 "reuses_per_month": float(np.round(np.exp(rng.uniform(0, np.log(3e6))), 1)),
+                 "prompt_tokens": int(rng.integers(10, 500)), "output_tokens": int(rng.integers(1, 300)),
+                 "writes_per_month": float(rng.choice([1, 1, 3])),
+                 "ttft_slo_s": float(rng.choice([1.0, 3.0, 10.0, 60.0]))} for i in range(n_contexts)]
+    model = str(rng.choice(["Llama-3.1-8B", "Qwen2.5-7B", "Mistral-7B"]))
+    for c in contexts:  # Mistral-7B's window is 8,192 tokens
+        if model == "Mistral-7B":
+            c["tokens"] = min(c["tokens"], 7_000)
+    workload = parse_workload({"model": model, "mode": mode, "peak_to_mean": float(rng.choice([1, 2, 4])),
+                               "slo": {"ttft_s": 10.0}, "contexts": contexts}, "random-workload.yaml", MODELS,
+                              Path("."))
+    return workload, catalog
+
+
+def brute_force(workload, catalog):
+    """The cheapest total over every placement, HBM-cache state per offering and the least fleet for each."""
+    model = prepare(workload, catalog)
+    F, T, H = model.fleet, model.tiers, workload.hours_per_month
+    G = len(F.names)
+    o = model.options(*grid(len(model.demand.count), G, len(T.names)))
+    per_context = [np.flatnonzero((o.k == k) & o.allowed) for k in model.context_class]
+    if any(len(rows) == 0 for rows in per_context):
+        return None
+    if workload.mode == "per_use":
+        return sum(o.direct_usd[rows].min() for rows in per_context)
+    kinds = np.asarray(T.kinds, dtype=object)
+    rows_cap = [(o.gpu_load, np.ones(len(o.k), bool), F.gpu_capacity),
+                (o.stored_gb, kinds[o.t] == "hbm", F.hbm_cache_gb),
+                (o.stored_gb, kinds[o.t] == "host_memory", F.host_cache_gb),
+                (o.stored_gb, kinds[o.t] == "local_nvme", F.nvme_cache_gb),
+                (o.path_gbs, T.path[o.t] == PATH_NETWORK, F.network_cap_gbs),
+                (o.path_gbs, T.path[o.t] == PATH_BLOCK, F.block_cap_gbs)]
+    best = None
+    for h in itertools.product((0, 1), repeat=G):
+        h = np.array(h)
+        choices = [rows[o.c[rows] == h[o.g[rows]]] for rows in per_context]
+        if any(len(c) == 0 for c in choices):
+            continue
+        for combo in itertools.product(*choices):
+            combo = np.array(combo)
+            n = np.zeros(G)
+            n[np.unique(o.g[combo])] = 1
+            for use, selected, capacity in rows_cap:
+                pick = combo[selected[combo]]
+                total = np.bincount(o.g[pick], use[pick], G)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    need = np.where(total > 0, np.ceil(total / np.nan_to_num(capacity) - 1e-9), 0)
+                n = np.maximum(n, need)
+            if np.any(~np.isfinite(n)) or np.any(n > F.max_instances):
+                continue
+            cost = float(n @ (F.price * H) + o.direct_usd[combo].sum())
+            best = cost if best is None else min(best, cost)
+    return best
+
+
+CASES = [(seed, mode) for seed in range(24) for mode in ("provisioned",)] + [(100 + s, "per_use") for s in range(6)]
+
+
+@pytest.mark.parametrize("seed,mode", CASES)
+def test_plan_equals_brute_force(seed, mode):
+    rng = np.random.default_rng(seed)
+    n_contexts = int(rng.integers(1, 7))
+    n_offerings = int(rng.integers(1, 4))
+    n_tiers = int(rng.integers(1, 5))
+    if n_contexts > 4:  # keep the enumeration small: (offerings × (tiers + 1))^contexts × 2^offerings
+        n_offerings, n_tiers = min(n_offerings, 2), min(n_tiers, 2)
+    workload, catalog = random_instance(rng, n_contexts, n_offerings, n_tiers, mode)
+    expected = brute_force(workload, catalog)
+    if expected is None:
+        with pytest.raises(Exception, match="cannot meet their SLO|no plan|max_instances"):
+            make_plan(workload, catalog, gap=1e-9, baselines=False)
+        return
+    try:
+        plan = make_plan(workload, catalog, gap=1e-9, baselines=False)
+    except Exception as exc:  # only a capacity-capped instance may have no plan, and brute force agrees
+        pytest.fail(f"no plan, brute force found ${expected:.6f}: {exc}")
+    assert plan["violations"] == []
+    assert plan["total_usd"] == pytest.approx(expected, rel=1e-7, abs=1e-6)
+    assert plan["solver"]["status"] == "optimal"
+
+
+def test_some_instances_use_every_kind_of_decision():
+    """The random family is not trivial: across it, plans use several tiers, several offerings and HBM caches."""
+    tiers, offerings, cached = set(), set(), False
+    for seed, mode in CASES[:24]:
+        rng = np.random.default_rng(seed)
+        n_contexts, n_offerings, n_tiers = int(rng.integers(1, 7)), int(rng.integers(1, 4)), int(rng.integers(1, 5))
+        if n_contexts > 4:
+            n_offerings, n_tiers = min(n_offerings, 2), min(n_tiers, 2)
+        workload, catalog = random_instance(rng, n_contexts, n_offerings, n_tiers, mode)
+        try:
+            plan = make_plan(workload, catalog, gap=1e-9, baselines=False)
+        except Exception:
+            continue
+        tiers |= {c["tier"] for c in plan["contexts"]}
+        offerings.add(len(plan["fleet"]))
+        cached |= any(f["hbm_cache"] for f in plan["fleet"])
+    assert len(tiers) >= 4 and max(offerings) >= 2 and cached
