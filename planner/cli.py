@@ -15,7 +15,7 @@ import click
 from . import __version__
 from .catalog import load_catalog, load_models
 from .errors import Infeasible, InputError
-from .fields import load_yaml
+from .fields import Section, load_yaml
 from .plan import make_plan, reprice
 from .report import contexts_frame, summary
 from .workload import MODES, load_workload
@@ -136,7 +136,7 @@ def evaluate_command(plan_file: Path, as_json: bool, quiet: bool) -> None:
     if not isinstance(plan, dict) or "inputs" not in plan:
         raise InputError(str(plan_file), "not a kvplan plan (no 'inputs' key)")
     _, priced = reprice(plan, str(plan_file))
-    stored = plan.get("total_usd")
+    stored = Section(plan, str(plan_file)).number("total_usd", None, minimum=None)
     result = {"total_usd": round(priced.total, 6),
               "breakdown_usd": {k: round(v, 6) for k, v in priced.breakdown.items()},
               "plan_total_usd": stored,

@@ -311,10 +311,8 @@ def _solve_cbc(prob: pulp.LpProblem, gap: float, time_limit: float | None,
         return "not_solved", None
     objective = pulp.value(prob.objective)
     bounds = _CBC_BOUND.findall(text)
-    if bounds:
-        bound = float(bounds[-1])
-    else:  # CBC proved the gap tolerance without printing a bound: the tolerance itself bounds it
-        bound = objective - gap * abs(objective)
+    bound = float(bounds[-1]) if bounds else -np.inf
     if prob.sol_status == pulp.LpSolutionOptimal:
-        return "optimal", min(bound, objective)
-    return "time_limit", min(bound, objective)
+        # CBC proved the gap tolerance, which bounds the optimum even where its log printed no bound
+        return "optimal", min(max(bound, objective - gap * abs(objective)), objective)
+    return "time_limit", (min(bound, objective) if np.isfinite(bound) else None)

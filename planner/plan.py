@@ -520,11 +520,7 @@ def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
             "ttft_slo_s", "tpot_slo_s")
     rows = root.sections("contexts", [])
     settings["contexts"] = [{key: row.data.get(key) for key in keep} for row in rows]
-    if settings.get("traffic") is None:
-        settings.pop("traffic", None)
-    if settings["slo"].get("tpot_s") is None:
-        settings["slo"] = {"ttft_s": settings["slo"]["ttft_s"]}
-    workload = parse_workload(settings, source, models, base_dir=None)
+    workload = parse_workload(settings, source, models, base_dir=None, path="inputs.workload")
     model = prepare(workload, catalog)
 
     def index(names: tuple[str, ...], name: str, where: str) -> int:

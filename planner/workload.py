@@ -7,6 +7,9 @@ count data rows from 1, after the header).
 
 from __future__ import annotations
 
+import csv
+import io
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ MODES = ("provisioned", "per_use")
 REQUIRED_COLUMNS = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens")
 OPTIONAL_COLUMNS = {"ttft_slo_s": np.nan, "tpot_slo_s": np.nan, "writes_per_month": 1.0}
 INTEGER_COLUMNS = ("tokens", "prompt_tokens", "output_tokens")
+MAX_TOKENS = 1e9  # far beyond any context window; keeps token counts exact in int64 and float arithmetic
 _WORKLOAD_KEYS = ("name", "description", "model", "mode", "hours_per_month", "peak_to_mean", "pricing", "slo",
                   "traffic", "contexts", "contexts_file")
 
@@ -59,6 +63,11 @@ class Workload:
                 "traffic": traffic}
 
 
+def _plain(value: Any) -> Any:
+    """A cell as the user wrote it (numpy scalars shown as plain numbers)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _row_locator(file: str, inline: bool) -> Callable[[int, str], str]:
     if inline:
         return lambda row, column: f"{file}: contexts[{row}].{column}"
@@ -84,20 +93,29 @@ def check_contexts(frame: pd.DataFrame, where: Callable[[int, str], str], file: 
     for column in REQUIRED_COLUMNS[1:] + tuple(OPTIONAL_COLUMNS):
         raw = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
         empty = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
+        is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if is_bool.any():
+            row = int(np.argmax(is_bool))
+            raise InputError(where(row, column), f"expected a number, found {_plain(raw.iloc[row])!r}")
         values = pd.to_numeric(raw.where(~empty), errors="coerce").to_numpy(dtype=float, copy=True)
         if column not in OPTIONAL_COLUMNS and empty.any():
             raise InputError(where(int(np.argmax(empty)), column), "expected a number, found an empty cell")
         bad = ~empty & ~np.isfinite(values)
         if bad.any():
             row = int(np.argmax(bad))
-            raise InputError(where(row, column), f"expected a finite number, found {raw.iloc[row]!r}")
+            raise InputError(where(row, column), f"expected a finite number, found {_plain(raw.iloc[row])!r}")
         values[empty] = OPTIONAL_COLUMNS.get(column, np.nan)  # NaN SLO: the workload's default applies
         present = ~np.isnan(values)
         if column in INTEGER_COLUMNS:
             fractional = present & (values != np.round(values))
             if fractional.any():
                 row = int(np.argmax(fractional))
-                raise InputError(where(row, column), f"expected a whole number, found {raw.iloc[row]!r}")
+                raise InputError(where(row, column), f"expected a whole number, found {_plain(raw.iloc[row])!r}")
+            huge = present & (values > MAX_TOKENS)
+            if huge.any():
+                row = int(np.argmax(huge))
+                raise InputError(where(row, column), f"expected at most {MAX_TOKENS:,.0f} tokens, "
+                                 f"found {_plain(raw.iloc[row])!r}")
         low = 1 if column == "tokens" else 0
         if column.endswith("_slo_s"):
             too_low = present & (values <= 0)
@@ -107,7 +125,7 @@ def check_contexts(frame: pd.DataFrame, where: Callable[[int, str], str], file: 
             expectation = f"a number >= {low}"
         if too_low.any():
             row = int(np.argmax(too_low))
-            raise InputError(where(row, column), f"expected {expectation}, found {raw.iloc[row]!r}")
+            raise InputError(where(row, column), f"expected {expectation}, found {_plain(raw.iloc[row])!r}")
         out[column] = values.astype(np.int64) if column in INTEGER_COLUMNS else values
     if model.max_context is not None:
         length = out["tokens"] + out["prompt_tokens"] + out["output_tokens"]
@@ -131,20 +149,37 @@ def _read_contexts_file(path: Path) -> pd.DataFrame:
             raise InputError(str(path), "file not found") from None
         except Exception as exc:  # pyarrow raises many types for a damaged file
             raise InputError(str(path), f"not a readable Parquet file ({type(exc).__name__})") from None
-    import io
     text = read_text(path)
     try:
-        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
-                           skipinitialspace=True, comment=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # pandas drops surplus fields otherwise
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""],
+                               skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
         raise InputError(str(path), "empty file (expected a header row: "
                          f"{', '.join(REQUIRED_COLUMNS)})") from None
-    except pd.errors.ParserError as exc:
-        raise InputError(str(path), f"not valid CSV ({str(exc).strip().splitlines()[-1]})") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning):
+        raise _ragged_row(path, text) from None
 
 
-def parse_workload(data: Any, file: str, models: dict[str, ModelCard], base_dir: Path | None) -> Workload:
-    root = Section(data, file)
+def _ragged_row(path: Path, text: str) -> InputError:
+    """Find the first data row whose field count differs from the header's (rows count from 1)."""
+    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
+    header = next(reader, [])
+    row = 0
+    for fields in reader:
+        if not any(f.strip() for f in fields):
+            continue
+        row += 1
+        if len(fields) != len(header):
+            return InputError(f"{path}: row {row}", f"{len(fields)} fields, but the header has {len(header)}")
+    return InputError(str(path), "not valid CSV")
+
+
+def parse_workload(data: Any, file: str, models: dict[str, ModelCard], base_dir: Path | None,
+                   path: str = "") -> Workload:
+    """A workload from its YAML data; `path` is the key path of that data inside `file` (for messages)."""
+    root = Section(data, file, path)
     root.warn_unknown(_WORKLOAD_KEYS)
     if isinstance(root.raw("model"), dict):
         model = parse_model(root.section("model"))
@@ -197,9 +232,14 @@ def parse_workload(data: Any, file: str, models: dict[str, ModelCard], base_dir:
         tpot_slo_s=slo.number("tpot_s", None, positive=True),
         traffic=traffic,
         contexts=contexts,
-        name=root.string("name", Path(file).parent.name),
+        name=root.string("name", _default_name(file)),
         inputs=inputs,
     )
+
+
+def _default_name(file: str) -> str:
+    path = Path(file)
+    return path.resolve().parent.name if path.stem == "workload" else path.stem
 
 
 def load_workload(path: Path, models: dict[str, ModelCard] | None = None) -> Workload:
