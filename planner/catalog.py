@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +32,11 @@ _ENTRY = ("source", "as_of", "note")
 
 
 def bundled_dir() -> Path:
-    """Where the bundled catalogs are: installed as planner.catalogs, or the repository's catalogs/."""
-    try:
-        return Path(str(resources.files("planner.catalogs")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "catalogs"
+    """Where the bundled catalogs are: installed beside the package (planner/catalogs), or, in a source
+    checkout or editable install, the repository's top-level catalogs/."""
+    here = Path(__file__).resolve().parent
+    installed = here / "catalogs"
+    return installed if (installed / "models.yaml").exists() else here.parent / "catalogs"
 
 
 def file_sha256(path: Path) -> str:

@@ -115,7 +115,8 @@ def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str
     if not quiet:
         click.echo(f"planning {len(work.contexts)} contexts on {catalog.name} ({len(catalog.offerings)} offerings, "
                    f"{len(catalog.tiers)} tiers) with {solver}...", err=True)
-    result = make_plan(work, catalog, solver=solver, gap=gap, time_limit=time_limit, baselines=not no_baselines)
+    result = make_plan(work, catalog, solver=solver, gap=gap, time_limit=time_limit, baselines=not no_baselines,
+                       progress=(lambda message: None) if quiet else (lambda message: click.echo(message, err=True)))
     if out is not None:
         write_atomic(out / "contexts.csv", contexts_frame(result).to_csv(index=False))
         write_atomic(out / "plan.json", plan_text(result))

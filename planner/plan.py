@@ -9,6 +9,7 @@ objective, are the plan's. `reprice` runs the same pricing on a saved plan witho
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,7 +169,7 @@ def solve_restricted(model: Model, table: Options, background: Options, keep: np
     options = drop_dominated(table.take(keep & table.allowed), model.tiers)
     missing = np.setdiff1d(np.arange(len(model.demand.count)), options.k)
     if len(missing):
-        return None, None, f"{model.demand.count[missing].sum()} contexts have no allowed option"
+        return None, None, f"{model.demand.count[missing].sum()} contexts meet no SLO this way"
     if len(model.background.count) and not background.allowed.any():
         return None, None, "background traffic cannot meet the SLO on any offering"
     problem = _problem(model, options, background.take(background.allowed))
@@ -305,12 +306,18 @@ def _violations(model: Model, placement: Placement, o: Options, bg: Options, sha
 
 # --- the plan ----------------------------------------------------------------------------------------------
 
+def _silent(message: str) -> None:
+    pass
+
+
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
-              time_limit: float | None = None, baselines: bool = True) -> dict:
+              time_limit: float | None = None, baselines: bool = True,
+              progress: Callable[[str], None] = _silent) -> dict:
     """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines."""
     model = prepare(workload, catalog)
     table = option_table(model)
     background = background_table(model)
+    progress(f"{len(model.demand.count)} context classes, {int(table.allowed.sum())} options within SLO")
     unplaceable = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
     if len(unplaceable):
         n = int(model.demand.count[unplaceable].sum())
@@ -322,11 +329,12 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
                          f"{background.ttft_s[best]:.3f} s on {model.fleet.names[background.g[best]]}, "
                          f"SLO {workload.ttft_slo_s:g} s")
     everything = np.ones(len(table.k), dtype=bool)
-    placement, solution, why = solve_restricted(model, table, background, everything, solver=solver, gap=gap,
-                                                time_limit=time_limit)
+    placement, solution, _ = solve_restricted(model, table, background, everything, solver=solver, gap=gap,
+                                              time_limit=time_limit)
     if placement is None:
         raise Infeasible(_explain_failure(model, table, background, solution, solver, gap, time_limit))
     priced = price(model, placement)
+    progress(f"plan: ${priced.total:,.2f} per month ({solution.status}, {solution.seconds:.1f} s)")
     notes: list[str] = []
     baseline_rows: dict[str, dict] = {}
     if baselines:
@@ -335,8 +343,10 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
                 model, table, background, mask, solver=solver, gap=gap, time_limit=time_limit)
             if base_placement is None:
                 baseline_rows[name] = {"total_usd": None, "feasible": False, "reason": reason}
+                progress(f"baseline {name}: infeasible ({reason})")
                 continue
             base_priced = price(model, base_placement)
+            progress(f"baseline {name}: ${base_priced.total:,.2f}")
             baseline_rows[name] = {"total_usd": base_priced.total, "feasible": True,
                                    "status": base_solution.status}
             if base_priced.total < priced.total - 1e-9 and not base_priced.violations:
