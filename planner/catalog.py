@@ -128,6 +128,7 @@ class Gpu:
     hbm_gb: float
     hbm_gbps: float
     pcie_gbps: float | None
+    shapes: tuple[int, ...] = ()   # GPU counts per instance the clouds sell for this part
 
 
 @dataclass(frozen=True)
@@ -220,9 +221,19 @@ def _calibration(section: Section, models: dict[str, ModelCard], base: Calibrati
 
 
 def _gpu(name: str, section: Section) -> Gpu:
-    section.warn_unknown(("tflops", "hbm_gb", "hbm_gbps", "pcie_gbps") + _ENTRY)
+    section.warn_unknown(("tflops", "hbm_gb", "hbm_gbps", "pcie_gbps", "shapes") + _ENTRY)
+    shapes = section.raw("shapes", [])
+    if not isinstance(shapes, list) or not all(isinstance(n, int) and n > 0 for n in shapes):
+        raise InputError(section.where("shapes"), f"expected a list of GPU counts, found {shapes!r}")
     return Gpu(name, section.number("tflops", positive=True), section.number("hbm_gb", positive=True),
-               section.number("hbm_gbps", positive=True), section.number("pcie_gbps", None, positive=True))
+               section.number("hbm_gbps", positive=True), section.number("pcie_gbps", None, positive=True),
+               tuple(shapes))
+
+
+def known_gpus() -> dict[str, Any]:
+    """The shared GPU specs (catalogs/gpus.yaml), as raw mappings by GPU name."""
+    path = bundled_dir() / "gpus.yaml"
+    return dict(Section(load_yaml(path), str(path)).raw("gpus"))
 
 
 _OFFERING_KEYS = ("name", "gpu", "gpus", "price_per_hour", "host_memory_gb", "local_nvme_gb", "local_nvme_gbps",
@@ -290,15 +301,26 @@ def _tier(section: Section) -> Tier:
     )
 
 
+CATALOG_KEYS = ("name", "provider", "region", "currency", "as_of", "defaults", "gpus", "offerings", "tiers",
+                "transfer", "description", "extends", "discounts", "remove_offerings", "remove_tiers") + _ENTRY
+
+
 def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog:
+    """A catalog from its (already extended) YAML data. GPUs missing from its `gpus:` come from gpus.yaml, and
+    the catalog's raw data then carries the specs of every GPU it uses, so a plan holding it is self-contained."""
     root = Section(data, file)
-    root.warn_unknown(("name", "provider", "region", "currency", "as_of", "defaults", "gpus", "offerings",
-                       "tiers", "transfer", "description") + _ENTRY)
+    root.warn_unknown(CATALOG_KEYS)
     defaults = root.section("defaults", {})
     defaults.warn_unknown(tuple(EFFICIENCY_DEFAULTS) + ("prefill_calibration",) + _ENTRY)
     efficiency = _efficiency(defaults, EFFICIENCY_DEFAULTS)
     calibration = _calibration(defaults, models, None)
-    gpus = {name: _gpu(name, section) for name, section in root.named_sections("gpus")}
+    own = dict(root.section("gpus", {}).data)
+    shared = known_gpus()
+    used = {str(o.get("gpu")) for o in root.raw("offerings", []) if isinstance(o, dict)}
+    gpu_data = {name: shared[name] for name in sorted(used) if name in shared and name not in own} | own
+    gpus = {name: _gpu(name, Section(spec, file if name in own else str(bundled_dir() / "gpus.yaml"),
+                                     f"gpus.{name}", root.estimated))
+            for name, spec in gpu_data.items()}
     offerings = [_offering(s, gpus, efficiency, calibration, models) for s in root.sections("offerings")]
     tiers = [_tier(s) for s in root.sections("tiers", [])]
     for kind, items in (("offering", offerings), ("tier", tiers)):
@@ -317,7 +339,7 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
         as_of=root.string("as_of"),
         offerings=tuple(offerings),
         tiers=tuple(tiers),
-        raw=data,
+        raw={**data, "gpus": gpu_data},
         path=file,
         estimated=tuple(dict.fromkeys(root.estimated)),
     )
@@ -335,7 +357,74 @@ def resolve_catalog_path(ref: str) -> Path:
     return bundled
 
 
+def extend(data: Any, file: str, seen: tuple[str, ...] = ()) -> Any:
+    """Resolve `extends: BASE` (a bundled name, or a path relative to this file): the base catalog with this
+    file's keys laid over it. Offerings, tiers and GPUs merge by name, field by field; `remove_offerings` and
+    `remove_tiers` drop entries of the base; `discounts` (a fraction off per pricing, e.g. {on_demand: 0.2})
+    scales every offering's price."""
+    if not isinstance(data, dict):
+        return data
+    root = Section(data, file)
+    merged = dict(data)
+    if root.has("extends"):
+        ref = root.string("extends")
+        base_path = resolve_catalog_path(ref if "/" not in ref and not ref.endswith((".yaml", ".yml"))
+                                         else str(Path(file).parent / ref))
+        if str(base_path.resolve()) in seen:
+            raise InputError(root.where("extends"), f"extends itself through {base_path}")
+        base = extend(load_yaml(base_path), str(base_path), seen + (str(Path(file).resolve()),))
+        if not isinstance(base, dict):
+            raise InputError(str(base_path), "expected a mapping")
+        merged = {**base, **{k: v for k, v in data.items() if k not in ("extends", "offerings", "tiers", "gpus")}}
+        for key in ("defaults", "transfer"):
+            if isinstance(base.get(key), dict) and isinstance(data.get(key), dict):
+                merged[key] = {**base[key], **data[key]}
+        merged["gpus"] = {**(base.get("gpus") or {}), **(data.get("gpus") or {})}
+        for key in ("offerings", "tiers"):
+            merged[key] = _merge_by_name(base.get(key) or [], [item.data for item in root.sections(key, [])])
+    for key, kind in (("remove_offerings", "offerings"), ("remove_tiers", "tiers")):
+        if root.has(key):
+            names = root.raw(key)
+            if not isinstance(names, list):
+                raise InputError(root.where(key), f"expected a list of {kind} names")
+            known = {item.get("name") for item in merged.get(kind, [])}
+            for name in names:
+                if name not in known:
+                    raise InputError(root.where(key), f"no {kind[:-1]} named {name!r} to remove")
+            merged[kind] = [item for item in merged.get(kind, []) if item.get("name") not in names]
+    if root.has("discounts"):
+        merged["offerings"] = _discounted(root.section("discounts"), merged.get("offerings", []))
+    return {k: v for k, v in merged.items() if k not in ("extends", "remove_offerings", "remove_tiers", "discounts")}
+
+
+def _merge_by_name(base: list, overrides: list) -> list:
+    merged = {item.get("name"): dict(item) for item in base if isinstance(item, dict)}
+    for item in overrides:
+        name = item.get("name")
+        merged[name] = {**merged.get(name, {}), **item}
+    return list(merged.values())
+
+
+def _discounted(discounts: Section, offerings: list) -> list:
+    discounts.warn_unknown(PRICINGS)
+    fractions = {key: discounts.number(key) for key in PRICINGS if discounts.has(key)}
+    for key, fraction in fractions.items():
+        if fraction >= 1:
+            raise InputError(discounts.where(key), f"expected a fraction below 1, found {fraction!r}")
+    result = []
+    for offering in offerings:
+        prices = dict(offering.get("price_per_hour") or {})
+        for key, fraction in fractions.items():
+            value = prices.get(key)
+            if isinstance(value, dict):
+                value = value.get("value")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                prices[key] = round(value * (1 - fraction), 10)
+        result.append({**offering, "price_per_hour": prices})
+    return result
+
+
 def load_catalog(ref: str, models: dict[str, ModelCard]) -> Catalog:
     path = resolve_catalog_path(ref)
-    catalog = parse_catalog(load_yaml(path), str(path), models)
+    catalog = parse_catalog(extend(load_yaml(path), str(path)), str(path), models)
     return Catalog(**{**catalog.__dict__, "sha256": file_sha256(path)})
