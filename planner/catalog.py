@@ -249,7 +249,7 @@ def _offering(section: Section, gpus: dict[str, Gpu], efficiency: dict[str, floa
         raise InputError(section.where("gpu"), f"unknown GPU {gpu!r} (not in this catalog's gpus)")
     price_section = section.section("price_per_hour")
     price_section.warn_unknown(PRICINGS + _ENTRY)
-    prices = {key: price_section.number(key, positive=True) for key in PRICINGS if price_section.has(key)}
+    prices = {key: price_section.number(key) for key in PRICINGS if price_section.has(key)}
     if "on_demand" not in prices:
         raise InputError(price_section.where("on_demand"), "missing key")
     max_instances = section.number("max_instances", None, integer=True)

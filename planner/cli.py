@@ -13,11 +13,14 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .catalog import load_catalog, load_models
+from .catalog import PRICINGS, bundled_dir, known_gpus, load_catalog, load_models
+from .compare import compare
 from .errors import Infeasible, InputError
 from .fields import Section, load_yaml
 from .plan import make_plan, reprice
-from .report import contexts_frame, summary
+from .report import comparison, contexts_frame, summary, table
+from .skypilot import import_offerings, read_csvs
+from .validate import sanity_warnings
 from .workload import MODES, load_workload
 
 
@@ -155,3 +158,158 @@ def evaluate_command(plan_file: Path, as_json: bool, quiet: bool) -> None:
                    + "\n  ".join(priced.violations))
     if priced.violations or not result["matches"]:
         sys.exit(1)
+
+
+# --- catalogs ------------------------------------------------------------------------------------------------
+
+def _bundled_names() -> list[str]:
+    return sorted(p.stem for p in bundled_dir().glob("*.yaml") if p.stem not in ("models", "gpus"))
+
+
+@main.group("catalogs")
+def catalogs_group() -> None:
+    """List, show, validate and import provider catalogs."""
+
+
+@catalogs_group.command("list")
+@command
+def catalogs_list(quiet: bool) -> None:
+    """The bundled catalogs: name, provider, region, date, offerings and tiers."""
+    models = load_models()
+    rows = []
+    for name in _bundled_names():
+        c = load_catalog(name, models)
+        rows.append([c.name, c.provider, c.region or "—", c.as_of, len(c.offerings), len(c.tiers)])
+    click.echo(table(["name", "provider", "region", "as_of", "offerings", "tiers"], rows, indent=""))
+
+
+def _figure(value, estimated: bool, fmt: str = "{:,.4g}") -> str:
+    if value is None:
+        return "—"
+    return fmt.format(value) + ("*" if estimated else "")
+
+
+@catalogs_group.command("show")
+@click.argument("name")
+@click.option("--gpu", help="Only offerings with this GPU.")
+@command
+def catalogs_show(name: str, gpu: str | None, quiet: bool) -> None:
+    """Offerings and storage tiers of catalog NAME (a bundled name or a path). * marks an estimated figure."""
+    catalog = load_catalog(name, load_models())
+    estimated = set(catalog.estimated)
+    click.echo(f"{catalog.name}: {catalog.provider} {catalog.region}, as of {catalog.as_of}, {catalog.currency}\n")
+    rows = []
+    for i, o in enumerate(catalog.offerings):
+        if gpu and o.gpu.name != gpu:
+            continue
+        est = {key for key in ("host_memory_gb", "local_nvme_gb", "local_nvme_gbps", "network_gbps",
+                               "block_storage_gbps") if f"offerings[{i}].{key}" in estimated}
+        p = o.prices
+        rows.append([o.gpu.name, o.gpus, o.name, f"{o.gpu.hbm_gb:.0f}", _figure(o.host_memory_gb, "host_memory_gb" in est),
+                     _figure(o.local_nvme_gb, "local_nvme_gb" in est), _figure(o.local_nvme_gbps, "local_nvme_gbps" in est),
+                     _figure(o.network_gbps, "network_gbps" in est), _figure(o.block_storage_gbps, "block_storage_gbps" in est),
+                     f"${p['on_demand']:,.3f}", *(f"${p[k]:,.3f}" if k in p else "—"
+                                                  for k in ("spot", "reserved_1y", "reserved_3y"))])
+    click.echo(table(["GPU", "QTY", "INSTANCE", "GPU_GB", "HOST_GB", "NVME_GB", "NVME_GB/s", "NET_Gbit/s",
+                      "BLOCK_Gbit/s", "ON_DEMAND/h", "SPOT/h", "1Y/h", "3Y/h"], rows, indent=""))
+    rows = []
+    for i, t in enumerate(catalog.tiers):
+        def est(key: str) -> bool:
+            return f"tiers[{i}].{key}" in estimated
+        if t.attached:
+            rows.append([t.name, t.kind, "in instance", "—", "—", "—", "—", "path"])
+            continue
+        rows.append([t.name, t.kind, f"${t.price_gb_month:g}", f"${t.read_request_price:.3g}",
+                     f"${t.write_request_price:.3g}", f"${t.retrieval_per_gb + t.transfer_per_gb:g}",
+                     _figure(t.first_byte_latency_s * 1e3, est("first_byte_latency_s"), "{:g}"),
+                     _figure(t.read_gbps, est("read_gbps"), "{:g}")])
+    click.echo("")
+    click.echo(table(["TIER", "KIND", "$/GB-MONTH", "$/GET", "$/PUT", "$/GB READ", "FIRST_BYTE_ms", "READ_GB/s"],
+                     rows, indent=""))
+    if estimated:
+        click.echo(f"\n* estimated ({len(estimated)} figures in this catalog)")
+
+
+@catalogs_group.command("validate")
+@click.argument("path")
+@command
+def catalogs_validate(path: str, quiet: bool) -> None:
+    """Check a catalog: schema errors (exit 2), then sanity warnings (spot above on-demand, zero prices, GPU
+    counts no cloud sells, storage priced per TB, missing sources)."""
+    catalog = load_catalog(path, load_models())
+    found = sanity_warnings(catalog)
+    for line in found:
+        click.echo(f"warning: {catalog.path}: {line}")
+    click.echo(f"{catalog.path}: {len(catalog.offerings)} offerings, {len(catalog.tiers)} tiers, "
+               f"{len(catalog.estimated)} estimated figures, {len(found)} warnings")
+
+
+@catalogs_group.command("import-skypilot")
+@click.argument("csvs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--provider", required=True, help="aws, gcp, azure, lambda, ... (gcp adds host and GPU rows).")
+@click.option("--region", required=True, help="The region to import, as the CSV names it.")
+@click.option("--name", help="Catalog name (default: PROVIDER-REGION).")
+@click.option("--as-of", help="Date of the CSV's prices (default: today).")
+@click.option("--out", type=click.Path(path_type=Path), help="Write the catalog YAML here (default: stdout).")
+@command
+def catalogs_import(csvs: tuple[Path, ...], provider: str, region: str, name: str | None, as_of: str | None,
+                    out: Path | None, quiet: bool) -> None:
+    """Turn SkyPilot catalog CSVs (vms.csv) into catalog offerings: the cheapest zone per instance type, joined
+    with the known GPU specs. Unknown GPUs are reported and left out. Add tiers, or `extends:` a catalog."""
+    import datetime
+
+    import yaml
+
+    frame = read_csvs(list(csvs))
+    known = set(known_gpus())
+    result = import_offerings(frame, region, known, provider)
+    if not result.offerings:
+        raise InputError(", ".join(map(str, csvs)), f"no priced GPU offering in region {region!r}")
+    date = as_of or datetime.date.today().isoformat()
+    for offering in result.offerings:
+        offering["as_of"] = date
+    catalog = {"name": name or f"{provider}-{region}", "provider": provider, "region": region, "currency": "USD",
+               "as_of": date, "offerings": result.offerings, "tiers": []}
+    text = yaml.safe_dump(catalog, sort_keys=False, width=120)
+    for gpu, types in sorted(result.unknown_gpus.items()):
+        click.echo(f"warning: unknown GPU {gpu!r} (not in catalogs/gpus.yaml), left out: {', '.join(types)}",
+                   err=True)
+    for instance_type in result.unpriced:
+        click.echo(f"warning: {instance_type}: no usable price in {region}, left out", err=True)
+    if not quiet:
+        click.echo(f"{result.rows_read} rows read, {result.types_in_region} instance types in {region}, "
+                   f"{len(result.offerings)} offerings written", err=True)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(out, text)
+
+
+# --- compare -------------------------------------------------------------------------------------------------
+
+@main.command("compare")
+@click.argument("workload", type=click.Path(path_type=Path))
+@click.option("--catalog", "catalogs", multiple=True, help="A catalog to compare (repeat); default: all bundled.")
+@click.option("--pricing", type=click.Choice(PRICINGS), help="Override the workload's pricing.")
+@click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True)
+@click.option("--gap", type=click.FloatRange(min=0, max=1), default=1e-4, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
+@command
+def compare_command(workload: Path, catalogs: tuple[str, ...], pricing: str | None, solver: str, time_limit: float,
+                    gap: float, as_json: bool, as_csv: bool, quiet: bool) -> None:
+    """Plan WORKLOAD on several catalogs and print one table, cheapest first."""
+    models = load_models()
+    work = load_workload(workload, models)
+    rows = compare(work, list(catalogs) or _bundled_names(), models, pricing=pricing, solver=solver, gap=gap,
+                   time_limit=time_limit,
+                   progress=(lambda message: None) if quiet else (lambda message: click.echo(message, err=True)))
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    elif as_csv:
+        import pandas as pd
+
+        click.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
+    else:
+        click.echo(comparison(rows, work))

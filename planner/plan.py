@@ -311,10 +311,14 @@ def _silent(message: str) -> None:
 
 
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
-              time_limit: float | None = None, baselines: bool = True,
+              time_limit: float | None = None, baselines: bool | tuple[str, ...] = True,
               progress: Callable[[str], None] = _silent) -> dict:
-    """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines."""
+    """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines
+    (all of them, none, or those named)."""
     model = prepare(workload, catalog)
+    if not model.fleet.serves.any():
+        reasons = sorted({model.fleet.why_not(g, workload.pricing) for g in range(len(model.fleet.names))})
+        raise Infeasible(f"no offering of {catalog.name} can serve {model.card.name}: {'; '.join(reasons)}")
     table = option_table(model)
     background = background_table(model)
     progress(f"{len(model.demand.count)} context classes, {int(table.allowed.sum())} options within SLO")
@@ -339,6 +343,8 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
     baseline_rows: dict[str, dict] = {}
     if baselines:
         for name, mask in baseline_masks(model, table).items():
+            if baselines is not True and name not in baselines:
+                continue
             base_placement, base_solution, reason = solve_restricted(
                 model, table, background, mask, solver=solver, gap=gap, time_limit=time_limit)
             if base_placement is None:

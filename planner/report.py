@@ -9,7 +9,7 @@ def _usd(value: float | None) -> str:
     return "—" if value is None else f"${value:,.2f}"
 
 
-def _table(headers: list[str], rows: list[list], indent: str = "  ") -> str:
+def table(headers: list[str], rows: list[list], indent: str = "  ") -> str:
     cells = [[str(c) for c in row] for row in [headers] + rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
@@ -33,7 +33,7 @@ def summary(plan: dict) -> str:
         f"lower bound {_usd(solver['lower_bound_usd'])}, {solver['seconds']:.2f} s)",
         "",
         "Cost by component",
-        _table(["component", "USD/month", "share"],
+        table(["component", "USD/month", "share"],
                [[k, _usd(v), f"{v / plan['total_usd']:.1%}" if plan["total_usd"] else "—"]
                 for k, v in plan["breakdown_usd"].items()]),
         "",
@@ -46,10 +46,10 @@ def summary(plan: dict) -> str:
                            f"${row['price_per_hour']:,.4g}", "yes" if row["hbm_cache"] else "no",
                            row["contexts"], f"{row['background_share']:.0%}",
                            "—" if util is None else f"{util:.0%}", _usd(row["usd"])])
-    out.append(_table(["offering", "instances", "GPUs", "$/h", "HBM cache", "contexts", "background",
+    out.append(table(["offering", "instances", "GPUs", "$/h", "HBM cache", "contexts", "background",
                        "peak util", "USD/month"], fleet_rows))
     out += ["", "Contexts per tier",
-            _table(["tier", "kind", "contexts", "GB", "USD/month"],
+            table(["tier", "kind", "contexts", "GB", "USD/month"],
                    [[r["tier"], r["kind"], r["contexts"], f"{r['gb']:,.1f}", _usd(r["usd"])] for r in plan["tiers"]])]
     if plan["baselines"]:
         rows = []
@@ -61,7 +61,7 @@ def summary(plan: dict) -> str:
             else:
                 rows.append([name, "infeasible", b.get("reason", ""), ""])
         out += ["", "Baselines (each the cheapest plan under its own restriction)",
-                _table(["baseline", "USD/month", "plan saves", "baseline/plan"], rows)]
+                table(["baseline", "USD/month", "plan saves", "baseline/plan"], rows)]
     if plan["violations"]:
         out += ["", "VIOLATIONS:"] + [f"  {v}" for v in plan["violations"]]
     if plan["notes"]:
@@ -78,3 +78,20 @@ def contexts_frame(plan: dict) -> pd.DataFrame:
     if not frame.empty:
         frame["id"] = frame["id"].map(lambda s: "'" + s if s.startswith(_FORMULA_START) else s)
     return frame
+
+
+def comparison(rows: list[dict], workload) -> str:
+    """The compare table: one line per catalog, cheapest first; why a catalog cannot serve, where it cannot."""
+    head = (f"kvplan compare: {workload.name} — model {workload.model.name}, {workload.mode}, "
+            f"{rows[0]['status'] and workload.pricing} pricing, {len(workload.contexts)} contexts\n")
+    lines = []
+    for r in rows:
+        if r["total_usd"] is None:
+            lines.append([r["catalog"], r["region"] or "—", "infeasible", "", "", "", "", r["reason"], "", ""])
+            continue
+        ratio = r["savings_ratio"]
+        lines.append([r["catalog"], r["region"] or "—", _usd(r["total_usd"]), _usd(r["compute_usd"]),
+                      _usd(r["storage_usd"]), _usd(r["network_usd"] + r["requests_usd"]), r["fleet"], r["tiers"],
+                      _usd(r["all_recompute_usd"]), "—" if ratio is None else f"{ratio:.2f}x"])
+    return head + table(["catalog", "region", "total/month", "compute", "storage", "network+req", "fleet",
+                         "contexts per tier", "all-recompute", "saving"], lines, indent="")

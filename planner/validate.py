@@ -1,0 +1,61 @@
+"""Sanity checks of a catalog that parsed: figures that are allowed but probably wrong."""
+
+from __future__ import annotations
+
+from .catalog import ATTACHED_KINDS, Catalog
+
+STORAGE_PER_GB_MONTH_MAX = 1.0   # block, file and object storage above $1/GB-month is likely priced per TB
+NETWORK_GBPS_MAX = 3200          # the largest instance network links (e.g. 3,200 Gbit/s EFA on p5)
+READ_GBPS_MAX = 400              # one load faster than 400 GB/s would beat any host or network path
+
+
+def _has_source(entry: dict) -> bool:
+    return bool(entry.get("source")) and bool(entry.get("as_of"))
+
+
+def sanity_warnings(catalog: Catalog) -> list[str]:
+    raw = catalog.raw
+    warnings: list[str] = []
+    if not raw.get("as_of"):
+        warnings.append("as_of: missing: a catalog states the date of its figures")
+    for i, (offering, entry) in enumerate(zip(catalog.offerings, raw.get("offerings", []))):
+        where = f"offerings[{i}] ({offering.name})"
+        prices = offering.prices
+        for key, value in prices.items():
+            if value == 0:
+                warnings.append(f"{where}.price_per_hour.{key}: zero price")
+        spot, on_demand = prices.get("spot"), prices["on_demand"]
+        if spot is not None and spot > on_demand:
+            warnings.append(f"{where}.price_per_hour.spot: {spot:g} is above on-demand {on_demand:g}")
+        elif spot is not None and spot == on_demand and spot > 0:
+            warnings.append(f"{where}.price_per_hour.spot: equals on-demand (probably no spot data)")
+        for key in ("reserved_1y", "reserved_3y"):
+            if key in prices and prices[key] > on_demand:
+                warnings.append(f"{where}.price_per_hour.{key}: {prices[key]:g} is above on-demand {on_demand:g}")
+        shapes = offering.gpu.shapes
+        if shapes and offering.gpus not in shapes:
+            warnings.append(f"{where}.gpus: {offering.gpus} x {offering.gpu.name} is not a known shape "
+                            f"(sold as {', '.join(map(str, shapes))})")
+        if offering.network_gbps is not None and offering.network_gbps > NETWORK_GBPS_MAX:
+            warnings.append(f"{where}.network_gbps: {offering.network_gbps:g} Gbit/s is above any instance link "
+                            f"({NETWORK_GBPS_MAX} Gbit/s): Mbit/s?")
+        if not _has_source(entry):
+            warnings.append(f"{where}: missing source or as_of")
+    for i, (tier, entry) in enumerate(zip(catalog.tiers, raw.get("tiers", []))):
+        where = f"tiers[{i}] ({tier.name})"
+        if tier.kind in ATTACHED_KINDS:
+            continue
+        if tier.kind != "memory_service" and tier.price_gb_month > STORAGE_PER_GB_MONTH_MAX:
+            warnings.append(f"{where}.price_gb_month: ${tier.price_gb_month:g} per GB-month looks like a price "
+                            "per TB-month")
+        if tier.price_gb_month == 0 and tier.node_price_per_hour is None:
+            warnings.append(f"{where}.price_gb_month: zero price")
+        if tier.read_gbps is not None and tier.read_gbps > READ_GBPS_MAX:
+            warnings.append(f"{where}.read_gbps: {tier.read_gbps:g} GB/s is above any path into an instance: "
+                            "Gbit/s or MB/s?")
+        if not _has_source(entry):
+            warnings.append(f"{where}: missing source or as_of")
+    for name, spec in raw.get("gpus", {}).items():
+        if isinstance(spec, dict) and not _has_source(spec):
+            warnings.append(f"gpus.{name}: missing source or as_of")
+    return warnings
