@@ -316,12 +316,13 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
     calibration = _calibration(defaults, models, None)
     own = dict(root.section("gpus", {}).data)
     shared = known_gpus()
-    used = {str(o.get("gpu")) for o in root.raw("offerings", []) if isinstance(o, dict)}
+    offering_sections = root.sections("offerings")
+    used = {str(o.data.get("gpu")) for o in offering_sections}
     gpu_data = {name: shared[name] for name in sorted(used) if name in shared and name not in own} | own
     gpus = {name: _gpu(name, Section(spec, file if name in own else str(bundled_dir() / "gpus.yaml"),
                                      f"gpus.{name}", root.estimated))
             for name, spec in gpu_data.items()}
-    offerings = [_offering(s, gpus, efficiency, calibration, models) for s in root.sections("offerings")]
+    offerings = [_offering(s, gpus, efficiency, calibration, models) for s in offering_sections]
     tiers = [_tier(s) for s in root.sections("tiers", [])]
     for kind, items in (("offering", offerings), ("tier", tiers)):
         seen: set[str] = set()

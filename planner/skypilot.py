@@ -142,7 +142,7 @@ def _gpus_and_prices(instance_type: str, group: pd.DataFrame, accelerators: pd.D
         prices.append(row["Price"] + gpu_row["Price"])
         spots.append(row["SpotPrice"] + gpu_row["SpotPrice"]
                      if pd.notna(row["SpotPrice"]) and pd.notna(gpu_row["SpotPrice"]) else math.nan)
-        notes.append(f"host {row['Price']:g} + {count} x {gpu} {gpu_row['Price']:g} "
-                     f"(accelerator row, zone {gpu_row['AvailabilityZone']}) = {row['Price'] + gpu_row['Price']:g}")
+        notes.append(f"host {row['Price']} + {count} x {gpu} {gpu_row['Price']} "
+                     f"(accelerator row, zone {gpu_row['AvailabilityZone']}) = {round(row['Price'] + gpu_row['Price'], 6)}")
     group["Price"], group["SpotPrice"], group["note"] = prices, spots, notes
     return gpu, count, group
