@@ -183,10 +183,10 @@ def catalogs_list(quiet: bool) -> None:
     click.echo(table(["name", "provider", "region", "as_of", "offerings", "tiers"], rows, indent=""))
 
 
-def _figure(value, estimated: bool, fmt: str = "{:,.4g}") -> str:
+def _figure(value, estimated: bool) -> str:
     if value is None:
         return "—"
-    return fmt.format(value) + ("*" if estimated else "")
+    return (f"{value:,.0f}" if value >= 100 else f"{value:.4g}") + ("*" if estimated else "")
 
 
 @catalogs_group.command("show")
@@ -221,8 +221,8 @@ def catalogs_show(name: str, gpu: str | None, quiet: bool) -> None:
             continue
         rows.append([t.name, t.kind, f"${t.price_gb_month:g}", f"${t.read_request_price:.3g}",
                      f"${t.write_request_price:.3g}", f"${t.retrieval_per_gb + t.transfer_per_gb:g}",
-                     _figure(t.first_byte_latency_s * 1e3, est("first_byte_latency_s"), "{:g}"),
-                     _figure(t.read_gbps, est("read_gbps"), "{:g}")])
+                     _figure(t.first_byte_latency_s * 1e3, est("first_byte_latency_s")),
+                     _figure(t.read_gbps, est("read_gbps"))])
     click.echo("")
     click.echo(table(["TIER", "KIND", "$/GB-MONTH", "$/GET", "$/PUT", "$/GB READ", "FIRST_BYTE_ms", "READ_GB/s"],
                      rows, indent=""))
