@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, warn
 from .fields import MISSING, Section, load_yaml
 
 ATTACHED_KINDS = ("hbm", "host_memory", "local_nvme")
@@ -247,11 +247,14 @@ def _offering(section: Section, gpus: dict[str, Gpu], efficiency: dict[str, floa
     gpu = section.string("gpu")
     if gpu not in gpus:
         raise InputError(section.where("gpu"), f"unknown GPU {gpu!r} (not in this catalog's gpus)")
-    price_section = section.section("price_per_hour")
-    price_section.warn_unknown(PRICINGS + _ENTRY)
-    prices = {key: price_section.number(key) for key in PRICINGS if price_section.has(key)}
-    if "on_demand" not in prices:
-        raise InputError(price_section.where("on_demand"), "missing key")
+    if not isinstance(section.raw("price_per_hour"), dict):  # a plain number is the on-demand price
+        prices = {"on_demand": section.number("price_per_hour")}
+    else:
+        price_section = section.section("price_per_hour")
+        price_section.warn_unknown(PRICINGS + _ENTRY)
+        prices = {key: price_section.number(key) for key in PRICINGS if price_section.has(key)}
+        if "on_demand" not in prices:
+            raise InputError(price_section.where("on_demand"), "missing key")
     max_instances = section.number("max_instances", None, integer=True)
     return Offering(
         name=section.string("name"),
@@ -274,6 +277,14 @@ _TIER_KEYS = ("name", "kind", "price_gb_month", "read_request_price", "write_req
               "node_price_per_hour") + _ENTRY
 
 
+def _assumed(section: Section, key: str, default: float | None, meaning: str) -> float | None:
+    """A figure a remote tier should state; where it does not, say what is assumed instead."""
+    if not section.has(key):
+        warn(section.where(key), f"missing: assumed {meaning}")
+        return default
+    return section.number(key, positive=key == "read_gbps")
+
+
 def _tier(section: Section) -> Tier:
     section.warn_unknown(_TIER_KEYS)
     name = section.string("name")
@@ -292,8 +303,8 @@ def _tier(section: Section) -> Tier:
         write_request_price=section.number("write_request_price", 0.0),
         retrieval_per_gb=section.number("retrieval_per_gb", 0.0),
         transfer_per_gb=section.number("transfer_per_gb", 0.0),
-        first_byte_latency_s=section.number("first_byte_latency_s"),
-        read_gbps=section.number("read_gbps", positive=True),
+        first_byte_latency_s=_assumed(section, "first_byte_latency_s", 0.0, "no first-byte latency"),
+        read_gbps=_assumed(section, "read_gbps", None, "loads limited by the instance's path alone"),
         object_tokens=section.number("object_tokens", None, positive=True, integer=True),
         overlap_load=section.boolean("overlap_load", False),
         node_gb=section.number("node_gb", MISSING if node_priced else None, positive=True),
@@ -305,6 +316,14 @@ CATALOG_KEYS = ("name", "provider", "region", "currency", "as_of", "defaults", "
                 "transfer", "description", "extends", "discounts", "remove_offerings", "remove_tiers") + _ENTRY
 
 
+def _gpu_mapping(root: Section) -> dict[str, Any]:
+    """`gpus:` as a mapping by GPU name, or as a list of mappings with a `name`."""
+    if isinstance(root.raw("gpus", {}), list):
+        return {str(item.string("name")): {k: v for k, v in item.data.items() if k != "name"}
+                for item in root.sections("gpus")}
+    return dict(root.section("gpus", {}).data)
+
+
 def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog:
     """A catalog from its (already extended) YAML data. GPUs missing from its `gpus:` come from gpus.yaml, and
     the catalog's raw data then carries the specs of every GPU it uses, so a plan holding it is self-contained."""
@@ -314,7 +333,7 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
     defaults.warn_unknown(tuple(EFFICIENCY_DEFAULTS) + ("prefill_calibration",) + _ENTRY)
     efficiency = _efficiency(defaults, EFFICIENCY_DEFAULTS)
     calibration = _calibration(defaults, models, None)
-    own = dict(root.section("gpus", {}).data)
+    own = _gpu_mapping(root)
     shared = known_gpus()
     offering_sections = root.sections("offerings")
     used = {str(o.data.get("gpu")) for o in offering_sections}
