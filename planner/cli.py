@@ -312,4 +312,4 @@ def compare_command(workload: Path, catalogs: tuple[str, ...], pricing: str | No
 
         click.echo(pd.DataFrame(rows).to_csv(index=False), nl=False)
     else:
-        click.echo(comparison(rows, work))
+        click.echo(comparison(rows, work, pricing or work.pricing))

@@ -80,10 +80,10 @@ def contexts_frame(plan: dict) -> pd.DataFrame:
     return frame
 
 
-def comparison(rows: list[dict], workload) -> str:
+def comparison(rows: list[dict], workload, pricing: str) -> str:
     """The compare table: one line per catalog, cheapest first; why a catalog cannot serve, where it cannot."""
-    head = (f"kvplan compare: {workload.name} — model {workload.model.name}, {workload.mode}, "
-            f"{rows[0]['status'] and workload.pricing} pricing, {len(workload.contexts)} contexts\n")
+    head = (f"kvplan compare: {workload.name} — model {workload.model.name}, {workload.mode}, {pricing} pricing, "
+            f"{len(workload.contexts)} contexts\n")
     lines = []
     for r in rows:
         if r["total_usd"] is None:
