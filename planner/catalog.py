@@ -445,6 +445,11 @@ def _discounted(discounts: Section, offerings: list) -> list:
 
 
 def load_catalog(ref: str, models: dict[str, ModelCard]) -> Catalog:
+    """Load, extend and check a catalog; figures that look like a unit slip are warned about, not refused."""
+    from .validate import sanity_warnings
+
     path = resolve_catalog_path(ref)
     catalog = parse_catalog(extend(load_yaml(path), str(path)), str(path), models)
+    for message in sanity_warnings(catalog, unit_slips_only=True):
+        warn(str(path), message)
     return Catalog(**{**catalog.__dict__, "sha256": file_sha256(path)})

@@ -8,6 +8,7 @@ so that a plan can say which ones it used.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -38,16 +39,58 @@ def read_text(path: Path) -> str:
         raise InputError(str(path), f"not UTF-8 text (byte {exc.start})") from None
 
 
+MAX_YAML_BYTES = 64 * 2**20   # YAML is for settings and catalogs; contexts at scale belong in CSV or Parquet
+MAX_NODES = 10_000_000        # values in a document once aliases are expanded: bounds "billion laughs" files
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object construction) that refuses documents whose aliases expand to more than
+    MAX_NODES values: aliases share objects, but whatever walks the result walks every expansion."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        weights: dict[int, int] = {}
+
+        def weight(n) -> int:
+            if id(n) not in weights:
+                weights[id(n)] = 1  # a cycle counts once
+                children = n.value if isinstance(n, yaml.SequenceNode) else (
+                    [part for pair in n.value for part in pair] if isinstance(n, yaml.MappingNode) else [])
+                weights[id(n)] = 1 + sum(weight(child) for child in children)
+                if weights[id(n)] > MAX_NODES:
+                    raise yaml.YAMLError(f"aliases expand to more than {MAX_NODES:,} values")
+            return weights[id(n)]
+
+        if node is not None:
+            weight(node)
+        return node
+
+
 def load_yaml(path: Path) -> Any:
-    """Parse a YAML file safely (no object construction), naming the line of a syntax error."""
+    """Parse a YAML (or JSON) file safely, naming the line of a syntax error."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # read_text names the problem
+    if path.suffix == ".json":
+        text = read_text(path)
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(str(path), f"line {exc.lineno}: JSON syntax error: {exc.msg}") from None
+    if size > MAX_YAML_BYTES:
+        raise InputError(str(path), f"{size / 2**20:,.0f} MiB is too large for a YAML file (at most "
+                         f"{MAX_YAML_BYTES // 2**20} MiB): put contexts in a CSV or Parquet contexts_file")
     text = read_text(path)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InputError(str(path), f"{line}YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise InputError(str(path), "YAML nested too deeply") from None
 
 
 def as_number(value: Any, where: str) -> float:

@@ -162,11 +162,21 @@ def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: floa
     def remaining() -> float | None:
         return None if time_limit is None else max(time_limit - (time.perf_counter() - clock), 1.0)
 
+    def run(prob: pulp.LpProblem, gap_: float, start_: dict | None) -> tuple[str, float | None]:
+        nonlocal solver
+        if solver == "highs":
+            try:
+                return _solve_highs(prob, gap_, remaining(), start_)
+            except Exception as exc:  # a broken HiGHS install or a crash inside it: CBC still gives a plan
+                log.warning("HiGHS failed (%s: %s); falling back to CBC", type(exc).__name__, exc)
+                solver = "cbc"
+        return _solve_cbc(prob, gap_, remaining(), warm=start_ is not None)
+
     bound = -np.inf
     start: dict | None = None
     if p.provisioned:
         relaxed, relaxed_var = build(p, integral_placement=False)
-        status, relaxed_bound = _run(relaxed, solver, gap / 2, remaining(), None)
+        status, relaxed_bound = run(relaxed, gap / 2, None)
         if status == "infeasible":
             return _solution(p, "infeasible", None, None, clock, solver, None, None)
         if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
@@ -175,7 +185,7 @@ def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: floa
             for name in ("n", "h"):
                 for key, var in fixed_var[name].items():
                     var.lowBound = var.upBound = round(relaxed_var[name][key].varValue or 0)
-            status, _ = _run(fixed, solver, min(gap, 1e-6) / 2, remaining(), None)
+            status, _ = run(fixed, min(gap, 1e-6) / 2, None)
             if status in ("optimal", "feasible", "time_limit"):
                 objective = pulp.value(fixed.objective)
                 if objective - bound <= gap * abs(objective):
@@ -185,7 +195,7 @@ def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: floa
     if start is not None:
         for var in full.variables():
             var.setInitialValue(start.get(var.name, 0.0))
-    status, full_bound = _run(full, solver, gap, remaining(), start)
+    status, full_bound = run(full, gap, start)
     if status in ("optimal", "feasible", "time_limit"):
         best = max(bound, full_bound if full_bound is not None else -np.inf)
         objective = pulp.value(full.objective)
@@ -224,13 +234,6 @@ def _highs_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _run(prob: pulp.LpProblem, solver: str, gap: float, time_limit: float | None,
-         start: dict | None) -> tuple[str, float | None]:
-    if solver == "cbc":
-        return _solve_cbc(prob, gap, time_limit, warm=start is not None)
-    return _solve_highs(prob, gap, time_limit, start)
 
 
 def _silence_highs_banner() -> None:

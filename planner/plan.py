@@ -312,9 +312,10 @@ def _silent(message: str) -> None:
 
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
               time_limit: float | None = None, baselines: bool | tuple[str, ...] = True,
-              progress: Callable[[str], None] = _silent) -> dict:
+              progress: Callable[[str], None] = _silent, timing: bool = False) -> dict:
     """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines
-    (all of them, none, or those named)."""
+    (all of them, none, or those named). Identical inputs give identical plans; the solver's wall time, which
+    does not repeat, is recorded only with `timing`."""
     model = prepare(workload, catalog)
     if not model.fleet.serves.any():
         reasons = sorted({model.fleet.why_not(g, workload.pricing) for g in range(len(model.fleet.names))})
@@ -363,7 +364,7 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
             if row["feasible"]:
                 row["savings_usd"] = row["total_usd"] - priced.total
                 row["savings_ratio"] = row["total_usd"] / priced.total if priced.total > 0 else None
-    return to_json(model, placement, priced, solution, baseline_rows, notes)
+    return to_json(model, placement, priced, solution, baseline_rows, notes, timing)
 
 
 def _explain_failure(model: Model, table: Options, background: Options, solution: Solution | None, solver: str,
@@ -390,7 +391,7 @@ def _rounded(value: float, digits: int = 6) -> float:
 
 
 def to_json(model: Model, placement: Placement, priced: Priced, solution: Solution, baselines: dict,
-            notes: list[str]) -> dict:
+            notes: list[str], timing: bool = False) -> dict:
     F, T, w = model.fleet, model.tiers, model.workload
     o = priced.options
     provisioned = w.mode == "provisioned"
@@ -452,7 +453,7 @@ def to_json(model: Model, placement: Placement, priced: Priced, solution: Soluti
         "solver": {"name": solution.solver, "status": solution.status,
                    "objective_usd": _rounded(solution.objective) if solution.objective is not None else None,
                    "lower_bound_usd": _rounded(solution.lower_bound) if solution.lower_bound is not None else None,
-                   "gap": solution.gap, "seconds": round(solution.seconds, 3)},
+                   "gap": solution.gap, "seconds": round(solution.seconds, 3) if timing else None},
         "violations": priced.violations,
         "notes": notes,
         "inputs": {"files": w.inputs, "workload": w.settings(), "models": _cards(model),

@@ -30,7 +30,8 @@ def summary(plan: dict) -> str:
         f"{plan['hours_per_month']:g} h/month",
         "",
         f"Total: {_usd(plan['total_usd'])} per month   (solver {solver['name']}: {solver['status']}, gap {gap}, "
-        f"lower bound {_usd(solver['lower_bound_usd'])}, {solver['seconds']:.2f} s)",
+        f"lower bound {_usd(solver['lower_bound_usd'])}"
+        + (")" if solver["seconds"] is None else f", {solver['seconds']:.2f} s)"),
         "",
         "Cost by component",
         table(["component", "USD/month", "share"],

@@ -13,7 +13,34 @@ def _has_source(entry: dict) -> bool:
     return bool(entry.get("source")) and bool(entry.get("as_of"))
 
 
-def sanity_warnings(catalog: Catalog) -> list[str]:
+def sanity_warnings(catalog: Catalog, unit_slips_only: bool = False) -> list[str]:
+    """Warnings about a catalog; `unit_slips_only` keeps those that are probably a wrong unit (every command
+    prints these when it loads a catalog; `kvplan catalogs validate` prints them all)."""
+    warnings = _unit_slips(catalog)
+    return warnings if unit_slips_only else warnings + _doubtful(catalog)
+
+
+def _unit_slips(catalog: Catalog) -> list[str]:
+    warnings = []
+    for i, offering in enumerate(catalog.offerings):
+        where = f"offerings[{i}] ({offering.name})"
+        if offering.network_gbps is not None and offering.network_gbps > NETWORK_GBPS_MAX:
+            warnings.append(f"{where}.network_gbps: {offering.network_gbps:g} Gbit/s is above any instance link "
+                            f"({NETWORK_GBPS_MAX} Gbit/s): Mbit/s?")
+    for i, tier in enumerate(catalog.tiers):
+        where = f"tiers[{i}] ({tier.name})"
+        if tier.kind in ATTACHED_KINDS:
+            continue
+        if tier.kind != "memory_service" and tier.price_gb_month > STORAGE_PER_GB_MONTH_MAX:
+            warnings.append(f"{where}.price_gb_month: ${tier.price_gb_month:g} per GB-month looks like a price "
+                            "per TB-month")
+        if tier.read_gbps is not None and tier.read_gbps > READ_GBPS_MAX:
+            warnings.append(f"{where}.read_gbps: {tier.read_gbps:g} GB/s is above any path into an instance: "
+                            "Gbit/s or MB/s?")
+    return warnings
+
+
+def _doubtful(catalog: Catalog) -> list[str]:
     raw = catalog.raw
     warnings: list[str] = []
     if not raw.get("as_of"):
@@ -36,23 +63,14 @@ def sanity_warnings(catalog: Catalog) -> list[str]:
         if shapes and offering.gpus not in shapes:
             warnings.append(f"{where}.gpus: {offering.gpus} x {offering.gpu.name} is not a known shape "
                             f"(sold as {', '.join(map(str, shapes))})")
-        if offering.network_gbps is not None and offering.network_gbps > NETWORK_GBPS_MAX:
-            warnings.append(f"{where}.network_gbps: {offering.network_gbps:g} Gbit/s is above any instance link "
-                            f"({NETWORK_GBPS_MAX} Gbit/s): Mbit/s?")
         if not _has_source(entry):
             warnings.append(f"{where}: missing source or as_of")
     for i, (tier, entry) in enumerate(zip(catalog.tiers, raw.get("tiers", []))):
         where = f"tiers[{i}] ({tier.name})"
         if tier.kind in ATTACHED_KINDS:
             continue
-        if tier.kind != "memory_service" and tier.price_gb_month > STORAGE_PER_GB_MONTH_MAX:
-            warnings.append(f"{where}.price_gb_month: ${tier.price_gb_month:g} per GB-month looks like a price "
-                            "per TB-month")
         if tier.price_gb_month == 0 and tier.node_price_per_hour is None:
             warnings.append(f"{where}.price_gb_month: zero price")
-        if tier.read_gbps is not None and tier.read_gbps > READ_GBPS_MAX:
-            warnings.append(f"{where}.read_gbps: {tier.read_gbps:g} GB/s is above any path into an instance: "
-                            "Gbit/s or MB/s?")
         if not _has_source(entry):
             warnings.append(f"{where}: missing source or as_of")
     for name, spec in raw.get("gpus", {}).items():

@@ -20,13 +20,15 @@ import pandas as pd
 
 from .catalog import PRICINGS, ModelCard, file_sha256, load_models, parse_model
 from .costmodel import Demand
-from .errors import InputError
+from .errors import InputError, warn
 from .fields import Section, load_yaml, read_text
 
 MODES = ("provisioned", "per_use")
 REQUIRED_COLUMNS = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens")
 OPTIONAL_COLUMNS = {"ttft_slo_s": np.nan, "tpot_slo_s": np.nan, "writes_per_month": 1.0}
 INTEGER_COLUMNS = ("tokens", "prompt_tokens", "output_tokens")
+MAX_PLAUSIBLE_TTFT_S = 300.0  # an SLO above this was probably meant in milliseconds
+MAX_PLAUSIBLE_TPOT_S = 2.0
 MAX_TOKENS = 1e9  # far beyond any context window; keeps token counts exact in int64 and float arithmetic
 _WORKLOAD_KEYS = ("name", "description", "model", "mode", "hours_per_month", "peak_to_mean", "pricing", "slo",
                   "traffic", "contexts", "contexts_file")
@@ -222,7 +224,7 @@ def parse_workload(data: Any, file: str, models: dict[str, ModelCard], base_dir:
                                   file, model)
     if contexts.empty and (traffic is None or traffic.requests_per_month == 0):
         raise InputError(root.where("contexts"), "empty workload: no contexts and no background traffic")
-    return Workload(
+    workload = Workload(
         model=model,
         mode=root.string("mode", "provisioned", choices=MODES),
         hours_per_month=root.number("hours_per_month", 730.0, positive=True),
@@ -235,6 +237,29 @@ def parse_workload(data: Any, file: str, models: dict[str, ModelCard], base_dir:
         name=root.string("name", _default_name(file)),
         inputs=inputs,
     )
+    _warn_unit_slips(workload, root, contexts_where=_row_locator(
+        str(base_dir / root.string("contexts_file")) if root.has("contexts_file") and base_dir else file,
+        inline=not root.has("contexts_file")))
+    return workload
+
+
+def _warn_unit_slips(w: Workload, root: Section, contexts_where: Callable[[int, str], str]) -> None:
+    """Values that are allowed but probably typed in the wrong unit."""
+    if w.hours_per_month > 744:
+        warn(root.where("hours_per_month"), f"{w.hours_per_month:g} hours is more than a month has (744)")
+    if w.peak_to_mean < 1:
+        warn(root.where("peak_to_mean"), f"{w.peak_to_mean:g}: a peak below the mean?")
+    if w.ttft_slo_s > MAX_PLAUSIBLE_TTFT_S:
+        warn(root.where("slo.ttft_s"), f"{w.ttft_slo_s:g} s to first token: milliseconds?")
+    if w.tpot_slo_s is not None and w.tpot_slo_s > MAX_PLAUSIBLE_TPOT_S:
+        warn(root.where("slo.tpot_s"), f"{w.tpot_slo_s:g} s per output token: milliseconds?")
+    for column, limit, unit in (("ttft_slo_s", MAX_PLAUSIBLE_TTFT_S, "to first token"),
+                                ("tpot_slo_s", MAX_PLAUSIBLE_TPOT_S, "per output token")):
+        over = (w.contexts[column] > limit).to_numpy()
+        if over.any():
+            row = int(np.argmax(over))
+            warn(contexts_where(row, column), f"{w.contexts[column][row]:g} s {unit}: milliseconds? "
+                 f"({int(over.sum())} rows like it)")
 
 
 def _default_name(file: str) -> str:

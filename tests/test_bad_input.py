@@ -251,8 +251,10 @@ CASES = [
     pytest.param(catalog_case(("offerings", 1), dict(BASE_CATALOG["offerings"][0]), "offerings[1].name",
                               "duplicate offering 'box'"), id="catalog-duplicate-offering"),
     # --- evaluate -----------------------------------------------------------------------------------------
-    pytest.param(Case({"plan.json": workload()}, ("plan.json", "not a kvplan plan"), ["evaluate", "plan.json"]),
-                 id="evaluate-not-a-plan"),
+    pytest.param(Case({"plan.json": workload()}, ("plan.json", "line 1: JSON syntax error"), ["evaluate", "plan.json"]),
+                 id="evaluate-yaml-not-json"),
+    pytest.param(Case({"plan.json": json.dumps({"total_usd": 1.0})}, ("plan.json", "not a kvplan plan"),
+                      ["evaluate", "plan.json"]), id="evaluate-not-a-plan"),
     pytest.param(Case({"plan.json": "[1, 2]\n"}, ("plan.json", "not a kvplan plan"), ["evaluate", "plan.json"]),
                  id="evaluate-list"),
     pytest.param(Case({}, ("plan.json", "file not found"), ["evaluate", "plan.json"]), id="evaluate-missing"),
