@@ -401,27 +401,28 @@ def extend(data: Any, file: str, seen: tuple[str, ...] = ()) -> Any:
                 merged[key] = {**base[key], **data[key]}
         merged["gpus"] = {**(base.get("gpus") or {}), **(data.get("gpus") or {})}
         for key in ("offerings", "tiers"):
-            merged[key] = _merge_by_name(base.get(key) or [], [item.data for item in root.sections(key, [])])
+            merged[key] = _merge_by_name(base.get(key) or [], root.sections(key, []))
     for key, kind in (("remove_offerings", "offerings"), ("remove_tiers", "tiers")):
         if root.has(key):
             names = root.raw(key)
             if not isinstance(names, list):
                 raise InputError(root.where(key), f"expected a list of {kind} names")
-            known = {item.get("name") for item in merged.get(kind, [])}
+            known = {item.get("name") for item in merged.get(kind, []) if isinstance(item, dict)}
             for name in names:
-                if name not in known:
+                if not isinstance(name, str) or name not in known:
                     raise InputError(root.where(key), f"no {kind[:-1]} named {name!r} to remove")
-            merged[kind] = [item for item in merged.get(kind, []) if item.get("name") not in names]
+            merged[kind] = [item for item in merged.get(kind, []) if not isinstance(item, dict)
+                            or item.get("name") not in names]
     if root.has("discounts"):
         merged["offerings"] = _discounted(root.section("discounts"), merged.get("offerings", []))
     return {k: v for k, v in merged.items() if k not in ("extends", "remove_offerings", "remove_tiers", "discounts")}
 
 
-def _merge_by_name(base: list, overrides: list) -> list:
-    merged = {item.get("name"): dict(item) for item in base if isinstance(item, dict)}
+def _merge_by_name(base: list, overrides: list[Section]) -> list:
+    merged = {str(item.get("name")): dict(item) for item in base if isinstance(item, dict)}
     for item in overrides:
-        name = item.get("name")
-        merged[name] = {**merged.get(name, {}), **item}
+        name = item.string("name")
+        merged[name] = {**merged.get(name, {}), **item.data}
     return list(merged.values())
 
 

@@ -166,15 +166,18 @@ def _read_contexts_file(path: Path) -> pd.DataFrame:
 
 def _ragged_row(path: Path, text: str) -> InputError:
     """Find the first data row whose field count differs from the header's (rows count from 1)."""
-    reader = csv.reader(io.StringIO(text), skipinitialspace=True)
-    header = next(reader, [])
-    row = 0
-    for fields in reader:
-        if not any(f.strip() for f in fields):
-            continue
-        row += 1
-        if len(fields) != len(header):
-            return InputError(f"{path}: row {row}", f"{len(fields)} fields, but the header has {len(header)}")
+    try:
+        reader = csv.reader(text.splitlines(), skipinitialspace=True)
+        header = next(reader, [])
+        row = 0
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            row += 1
+            if len(fields) != len(header):
+                return InputError(f"{path}: row {row}", f"{len(fields)} fields, but the header has {len(header)}")
+    except csv.Error as exc:
+        return InputError(str(path), f"not valid CSV ({exc})")
     return InputError(str(path), "not valid CSV")
 
 
