@@ -30,7 +30,6 @@ def _setup_logging(quiet: bool) -> None:
     logger = logging.getLogger("kvplan")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.ERROR if quiet else logging.WARNING)
-    logger.propagate = False
 
 
 def command(func):
@@ -96,7 +95,7 @@ def main() -> None:
 @click.option("--mode", type=click.Choice(MODES), help="Override the workload's mode.")
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
-              help="Seconds per solve; on expiry the best plan found is returned with its gap.")
+              help="Seconds for the plan's solve (and as many for each baseline); on expiry the best plan found is returned with its gap.")
 @click.option("--gap", type=click.FloatRange(min=0, max=1), default=1e-4, show_default=True,
               help="Relative optimality gap at which the solver stops.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of the summary.")

@@ -9,6 +9,7 @@ objective, are the plan's. `reprice` runs the same pricing on a saved plan witho
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -131,9 +132,21 @@ def diagnose_unplaceable(model: Model, table: Options, classes: np.ndarray, limi
         tpot = f", TPOT {table.tpot_s[best] * 1e3:.1f} ms" if np.isfinite(model.demand.tpot_slo_s[k]) else ""
         lines.append(f"  {label}: best TTFT {table.ttft_s[best]:.3f} s{tpot} with "
                      f"{model.tiers.names[table.t[best]]} on {model.fleet.names[table.g[best]]}, "
-                     f"SLO {slo:g} s")
+                     f"SLO {slo:g} s (smallest change: a TTFT SLO of {math.ceil(table.ttft_s[best] * 1000) / 1000:g} s"
+                     f"{_tpot_change(model, table, rows, k)})")
     more = f"\n  ... and {len(classes) - limit} more" if len(classes) > limit else ""
     return "\n".join(lines) + more
+
+
+def _tpot_change(model: Model, table: Options, rows: np.ndarray, k: int) -> str:
+    """Where the TPOT SLO binds too, the TPOT the fastest-TTFT-feasible option would need."""
+    if not np.isfinite(model.demand.tpot_slo_s[k]):
+        return ""
+    meets_ttft = rows[table.ttft_s[rows] <= model.demand.ttft_slo_s[k] * (1 + 1e-12)]
+    if len(meets_ttft) == 0:
+        return ", and a TPOT SLO to match"
+    best = meets_ttft[np.argmin(table.tpot_s[meets_ttft])]
+    return f", or a TPOT SLO of {math.ceil(table.tpot_s[best] * 1e4) / 1e4:g} s"
 
 
 def _why_unavailable(model: Model, k: int) -> str:
