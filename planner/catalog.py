@@ -372,7 +372,7 @@ def resolve_catalog_path(ref: str) -> Path:
         return path
     bundled = bundled_dir() / f"{ref}.yaml"
     if not bundled.exists():
-        names = sorted(p.stem for p in bundled_dir().glob("*.yaml") if p.stem != "models")
+        names = sorted(p.stem for p in bundled_dir().glob("*.yaml") if p.stem not in ("models", "gpus"))
         raise InputError(f"--catalog {ref}", f"no bundled catalog of that name (bundled: {', '.join(names)})")
     return bundled
 

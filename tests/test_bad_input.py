@@ -119,6 +119,10 @@ def _set(path: tuple, value: Any) -> Callable[[dict], None]:
     return edit
 
 
+EXACT_LINES = dict(line.split("\t", 1) for line in
+                   (Path(__file__).parent / "bad_input_lines.tsv").read_text(encoding="utf-8").splitlines()
+                   if line and not line.startswith("#"))
+
 CASES = [
     # --- the workload file itself -------------------------------------------------------------------------
     pytest.param(Case({}, ("missing.yaml", "file not found"), plan_args("missing.yaml")), id="workload-missing"),
@@ -315,12 +319,14 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert lines[0].startswith("error: "), lines[0]
     for expected in case.expect:
         assert expected in lines[0], (expected, lines[0])
+    assert lines[0] == EXACT_LINES[request.node.callspec.id]
     assert result.stdout == ""
 
 
 def test_case_ids_distinct() -> None:
     ids = [param.id for param in CASES]
-    assert len(ids) == len(set(ids)) >= 20
+    assert len(ids) == len(set(ids)) >= 30
+    assert set(ids) == set(EXACT_LINES)  # every case has its exact line, and every line a case
 
 
 # --- controls: the bases the cases edit are valid --------------------------------------------------------
