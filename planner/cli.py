@@ -102,11 +102,14 @@ def main() -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Write plan.json and contexts.csv to this folder.")
 @click.option("--force", is_flag=True, help="Overwrite a plan already in --out.")
 @click.option("--no-baselines", is_flag=True, help="Skip pricing the baselines (faster).")
+@click.option("--budget", type=click.FloatRange(min=0), help="USD per month; a plan above it is refused (exit 1) "
+              "with what it would take.")
 @click.option("--timing", is_flag=True, help="Record the solver's wall time in the plan (then plans of the same "
               "inputs are no longer byte-identical).")
 @command
 def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str, time_limit: float, gap: float,
-                 as_json: bool, out: Path | None, force: bool, no_baselines: bool, timing: bool, quiet: bool) -> None:
+                 as_json: bool, out: Path | None, force: bool, no_baselines: bool, budget: float | None, timing: bool,
+                 quiet: bool) -> None:
     """Plan WORKLOAD (a workload YAML) on a catalog: the cheapest placement and fleet that meet the SLOs."""
     if out is not None and (out / "plan.json").exists() and not force:
         raise InputError(str(out / "plan.json"), "exists; pass --force to overwrite it")
@@ -121,7 +124,7 @@ def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str
                    f"{len(catalog.tiers)} tiers) with {solver}...", err=True)
     result = make_plan(work, catalog, solver=solver, gap=gap, time_limit=time_limit, baselines=not no_baselines,
                        progress=(lambda message: None) if quiet else (lambda message: click.echo(message, err=True)),
-                       timing=timing)
+                       timing=timing, budget=budget)
     if out is not None:
         write_atomic(out / "contexts.csv", contexts_frame(result).to_csv(index=False))
         write_atomic(out / "plan.json", plan_text(result))

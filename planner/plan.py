@@ -325,7 +325,7 @@ def _silent(message: str) -> None:
 
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
               time_limit: float | None = None, baselines: bool | tuple[str, ...] = True,
-              progress: Callable[[str], None] = _silent, timing: bool = False) -> dict:
+              progress: Callable[[str], None] = _silent, timing: bool = False, budget: float | None = None) -> dict:
     """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines
     (all of them, none, or those named). Identical inputs give identical plans; the solver's wall time, which
     does not repeat, is recorded only with `timing`."""
@@ -353,6 +353,8 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
         raise Infeasible(_explain_failure(model, table, background, solution, solver, gap, time_limit))
     priced = price(model, placement)
     progress(f"plan: ${priced.total:,.2f} per month ({solution.status}, {solution.seconds:.1f} s)")
+    if budget is not None and priced.total > budget:
+        raise Infeasible(_over_budget(model, priced, budget, solution))
     notes: list[str] = []
     baseline_rows: dict[str, dict] = {}
     if baselines:
@@ -378,6 +380,17 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
                 row["savings_usd"] = row["total_usd"] - priced.total
                 row["savings_ratio"] = row["total_usd"] / priced.total if priced.total > 0 else None
     return to_json(model, placement, priced, solution, baseline_rows, notes, timing)
+
+
+def _over_budget(model: Model, priced: Priced, budget: float, solution: Solution) -> str:
+    """The cheapest plan is above the budget: by how much, and where its money goes."""
+    bound = solution.lower_bound if solution.lower_bound is not None else priced.total
+    parts = sorted(((usd, name) for name, usd in zip(model.fleet.names, priced.fleet_usd) if usd > 0), reverse=True)
+    biggest = ", ".join(f"{name} ${usd:,.2f}" for usd, name in parts[:3])
+    return (f"over budget: the cheapest plan costs ${priced.total:,.2f} per month (no plan costs less than "
+            f"${bound:,.2f}), ${priced.total - budget:,.2f} above the budget of ${budget:,.2f}; smallest change: "
+            f"a budget of ${math.ceil(bound * 100) / 100:,.2f}, or looser SLOs or fewer reuses. "
+            f"Largest costs: {biggest}")
 
 
 def _explain_failure(model: Model, table: Options, background: Options, solution: Solution | None, solver: str,

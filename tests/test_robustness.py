@@ -126,3 +126,14 @@ def test_csv_export_neutralises_spreadsheet_formulas(tmp_path):
     ids = [line.split(",")[0] for line in (tmp_path / "out" / "contexts.csv").read_text().splitlines()[1:]]
     assert all(not i.lstrip('"').startswith(("=", "+", "-", "@")) for i in ids), ids
     assert "plain" in ids
+
+
+def test_a_budget_below_the_cheapest_plan_is_explained():
+    args = ["plan", str(ROOT / "examples/chatbot-prompts/workload.yaml"), "--catalog", "aws", "--no-baselines", "-q"]
+    plan = json.loads(CliRunner().invoke(main, args + ["--json"]).stdout)
+    total = plan["total_usd"]
+    refused = CliRunner().invoke(main, args + ["--budget", str(total - 100)])
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("infeasible: over budget") and f"${total:,.2f}" in refused.stderr
+    assert "smallest change: a budget of" in refused.stderr
+    assert CliRunner().invoke(main, args + ["--budget", str(total + 1)]).exit_code == 0
