@@ -91,7 +91,7 @@ def main() -> None:
 @main.command("plan")
 @click.argument("workload", type=click.Path(path_type=Path))
 @click.option("--catalog", "catalog_ref", required=True,
-              help="A bundled catalog's name (aws, paper-2025) or a catalog YAML path.")
+              help="A bundled catalog's name (aws, gcp, azure, lambda, paper-2025) or a catalog YAML path.")
 @click.option("--mode", type=click.Choice(MODES), help="Override the workload's mode.")
 @click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
 @click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
