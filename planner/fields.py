@@ -205,11 +205,6 @@ class Section:
         return [Section(item, self.file, f"{self.key_path(key)}[{i}]", self.estimated)
                 for i, item in enumerate(value)]
 
-    def named_sections(self, key: str, default: Any = MISSING) -> list[tuple[str, Section]]:
-        """A mapping of name -> mapping (e.g. `gpus: {A100: {...}}`)."""
-        section = self.section(key, default)
-        return [(str(name), section.section(str(name))) for name in section.data]
-
     def warn_unknown(self, allowed: Iterable[str]) -> None:
         allowed = list(allowed)
         for key in self.data:
