@@ -67,29 +67,46 @@ def _sum(coefs, variables) -> pulp.LpAffineExpression:
     return pulp.LpAffineExpression([(v, float(a)) for v, a in zip(variables, coefs) if a != 0])
 
 
+def offerings_used(p: Problem) -> list[int]:
+    return sorted(set(p.options.g.tolist()) | set(p.background.g.tolist()))
+
+
 def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, dict]:
-    o, bg, F = p.options, p.background, p.fleet
+    """The one-month program: n_g instances of each offering at its price for the month, and the month's rows."""
     prob = pulp.LpProblem("kvplan", pulp.LpMinimize)
+    n = {}
+    objective = pulp.LpAffineExpression()
+    if p.provisioned:
+        for g in offerings_used(p):
+            cap = p.fleet.max_instances[g]
+            n[g] = prob.add_variable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
+            objective += float(p.fleet.price[g] * p.hours) * n[g]
+    month_cost, var = month_rows(prob, p, n, "", integral_placement)
+    prob += objective + month_cost
+    return prob, {**var, "n": n}
+
+
+def month_rows(prob: pulp.LpProblem, p: Problem, n: dict, tag: str,
+               integral_placement: bool) -> tuple[pulp.LpAffineExpression, dict]:
+    """Variables and rows of one month, given the instances n[g] available to it (variables or expressions).
+    Returns the month's placement cost (everything but the instances) and its variables."""
+    o, bg, F = p.options, p.background, p.fleet
     z_cat = pulp.LpInteger if integral_placement else pulp.LpContinuous
-    z = [prob.add_variable(f"z_{i}", 0, int(p.count[k]), z_cat) for i, k in enumerate(o.k)]
-    x = [prob.add_variable(f"x_{j}", 0, 1) for j in range(len(bg.k))]
-    used = sorted(set(o.g.tolist()) | set(bg.g.tolist()))
-    n, h, m = {}, {}, {}
+    z = [prob.add_variable(f"z{tag}_{i}", 0, int(p.count[k]), z_cat) for i, k in enumerate(o.k)]
+    x = [prob.add_variable(f"x{tag}_{j}", 0, 1) for j in range(len(bg.k))]
+    used = offerings_used(p)
+    h, m = {}, {}
     objective = _sum(o.direct_usd, z) + _sum(bg.compute_usd, x)
 
     # Each context class is placed, count for count; background traffic is routed in full.
     for (k,), members in _groups(o.k).items():
-        prob += pulp.lpSum(z[i] for i in members) == int(p.count[k]), f"assign_{k}"
+        prob += pulp.lpSum(z[i] for i in members) == int(p.count[k]), f"assign_{k}{tag}"
     if len(x):
-        prob += pulp.lpSum(x) == 1, "background"
+        prob += pulp.lpSum(x) == 1, f"background{tag}"
 
     if p.provisioned:
-        for g in used:
-            cap = F.max_instances[g]
-            n[g] = prob.add_variable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
-            objective += float(F.price[g] * p.hours) * n[g]
         for g in sorted(set(o.g[o.c == 1].tolist()) | set(bg.g[bg.c == 1].tolist())):
-            h[g] = prob.add_variable(f"h_{g}", 0, 1, pulp.LpBinary)
+            h[g] = prob.add_variable(f"h{tag}_{g}", 0, 1, pulp.LpBinary)
         by_g, bg_by_g = _groups(o.g), _groups(bg.g)
 
         # GPU capacity: peak GPU-seconds per second of contexts, cache builds and background.
@@ -97,11 +114,11 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
             members, bg_members = by_g.get((g,), []), bg_by_g.get((g,), [])
             load = _sum(o.gpu_load[members], [z[i] for i in members]) \
                 + _sum(bg.gpu_load[bg_members], [x[j] for j in bg_members])
-            prob += load <= float(F.gpu_capacity[g]) * n[g], f"gpu_{g}"
+            prob += load <= float(F.gpu_capacity[g]) * n[g], f"gpu_{g}{tag}"
 
         # Linking: a class placed on g needs n_g >= 1 (per class: the strong form of this facility-location row).
         for (k, g), members in _groups(o.k, o.g).items():
-            prob += pulp.lpSum(z[i] for i in members) <= int(p.count[k]) * n[g], f"link_{k}_{g}"
+            prob += pulp.lpSum(z[i] for i in members) <= int(p.count[k]) * n[g], f"link_{k}_{g}{tag}"
         # HBM-cache state: options priced with the cache need h_g = 1, those priced without it h_g = 0
         # (aggregated per offering: branching on the few h_g is cheap, rows per class are not).
         total = int(p.count.sum())
@@ -109,14 +126,14 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
             cached = [z[i] for i in by_g.get((g,), []) if o.c[i] == 1]
             plain = [z[i] for i in by_g.get((g,), []) if o.c[i] == 0]
             if cached:
-                prob += pulp.lpSum(cached) <= total * h[g], f"hbm_on_{g}"
+                prob += pulp.lpSum(cached) <= total * h[g], f"hbm_on_{g}{tag}"
             if plain:
-                prob += pulp.lpSum(plain) <= total * (1 - h[g]), f"hbm_off_{g}"
+                prob += pulp.lpSum(plain) <= total * (1 - h[g]), f"hbm_off_{g}{tag}"
         for j in range(len(x)):
             g = int(bg.g[j])
-            prob += x[j] <= n[g], f"link_bg_{j}"
+            prob += x[j] <= n[g], f"link_bg_{j}{tag}"
             if g in h:
-                prob += x[j] <= (h[g] if bg.c[j] == 1 else 1 - h[g]), f"hbm_bg_{j}"
+                prob += x[j] <= (h[g] if bg.c[j] == 1 else 1 - h[g]), f"hbm_bg_{j}{tag}"
 
         # Attached-tier capacity, pooled per offering; path bandwidth from remote tiers at peak.
         kinds = np.asarray(p.tiers.kinds, dtype=object)[o.t]
@@ -129,30 +146,48 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
         for name, selected, use, capacity in rows:
             for (g,), members in _groups(o.g[selected]).items():
                 idx = np.flatnonzero(selected)[members]
-                prob += _sum(use[idx], [z[i] for i in idx]) <= float(capacity[g]) * n[g], f"{name}_{g}"
+                prob += _sum(use[idx], [z[i] for i in idx]) <= float(capacity[g]) * n[g], f"{name}_{g}{tag}"
 
     # Node-priced memory services: stored GB within the nodes bought.
     node_priced = np.flatnonzero(np.isfinite(p.tiers.node_gb))
     for t in node_priced:
         members = np.flatnonzero(o.t == t)
         if len(members):
-            m[t] = prob.add_variable(f"m_{t}", 0, None, pulp.LpInteger)
+            m[t] = prob.add_variable(f"m{tag}_{t}", 0, None, pulp.LpInteger)
             objective += float(p.tiers.node_price_per_hour[t] * p.hours) * m[t]
-            prob += _sum(o.stored_gb[members], [z[i] for i in members]) <= float(p.tiers.node_gb[t]) * m[t], f"nodes_{t}"
+            prob += _sum(o.stored_gb[members], [z[i] for i in members]) <= float(p.tiers.node_gb[t]) * m[t], f"nodes_{t}{tag}"
 
-    prob += objective
-    return prob, {"z": z, "x": x, "n": n, "h": h, "m": m}
+    return objective, {"z": z, "x": x, "h": h, "m": m}
 
 
 def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: float | None = None) -> Solution:
+    """The one-month program, fleet first (see `fleet_first`)."""
+    clock = time.perf_counter()
+    result = fleet_first(lambda integral: build(p, integral), ("n", "h"), p.provisioned, solver, gap, time_limit)
+    return _solution(p, result, clock)
+
+
+@dataclass(frozen=True)
+class Solved:
+    status: str
+    prob: pulp.LpProblem | None
+    var: dict | None
+    objective: float | None
+    bound: float | None
+    solver: str
+
+
+def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, gap: float,
+                time_limit: float | None) -> Solved:
     """Fleet first, then placement; the full program only where that leaves a gap above `gap`.
 
-    1. Relax the placement (z continuous), keep the fleet integer: its dual bound is a valid lower bound of the
-       whole program, and its fleet (n, h) is almost always the optimal one, since fleet cost dominates.
+    1. Relax the placement (z continuous), keep the fleet (the variables named in `fleet`) integer: its dual
+       bound is a valid lower bound of the whole program, and its fleet is almost always the optimal one, since
+       fleet cost dominates.
     2. Fix that fleet and solve the placement with integer z: a plan, and an upper bound. The relaxed placement
        has at most as many fractional classes as there are capacity rows, so this is quick.
     3. If the two bounds are further apart than `gap`, solve the whole program, started from step 2's plan.
-    In per_use mode there is no fleet and the program is solved directly.
+    Without a fleet (per_use) the program is solved directly. `build_fn(integral_placement)` builds it.
     """
     clock = time.perf_counter()
     if solver == "highs" and not _highs_available():
@@ -172,26 +207,30 @@ def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: floa
                 solver = "cbc"
         return _solve_cbc(prob, gap_, remaining(), warm=start_ is not None)
 
+    def fleet_vars(var: dict):
+        for name in fleet:
+            yield from var[name].items() if isinstance(var[name], dict) else enumerate(var[name])
+
     bound = -np.inf
     start: dict | None = None
-    if p.provisioned:
-        relaxed, relaxed_var = build(p, integral_placement=False)
+    if has_fleet:
+        relaxed, relaxed_var = build_fn(False)
         status, relaxed_bound = run(relaxed, gap / 2, None)
         if status == "infeasible":
-            return _solution(p, "infeasible", None, None, clock, solver, None, None)
+            return Solved("infeasible", None, None, None, None, solver)
         if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
             bound = relaxed_bound
-            fixed, fixed_var = build(p)
-            for name in ("n", "h"):
-                for key, var in fixed_var[name].items():
-                    var.lowBound = var.upBound = round(relaxed_var[name][key].varValue or 0)
+            fixed, fixed_var = build_fn(True)
+            values = {v.name: v.varValue for _, v in fleet_vars(relaxed_var)}
+            for _, var in fleet_vars(fixed_var):
+                var.lowBound = var.upBound = round(values.get(var.name) or 0)
             status, _ = run(fixed, min(gap, 1e-6) / 2, None)
             if status in ("optimal", "feasible", "time_limit"):
                 objective = pulp.value(fixed.objective)
                 if objective - bound <= gap * abs(objective):
-                    return _solution(p, "optimal", fixed, fixed_var, clock, solver, objective, bound)
+                    return Solved("optimal", fixed, fixed_var, objective, bound, solver)
                 start = {var.name: var.varValue for var in fixed.variables()}
-    full, full_var = build(p)
+    full, full_var = build_fn(True)
     if start is not None:
         for var in full.variables():
             var.setInitialValue(start.get(var.name, 0.0))
@@ -201,31 +240,38 @@ def solve(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: floa
         objective = pulp.value(full.objective)
         if objective - best <= gap * abs(objective):
             status = "optimal"
-        return _solution(p, status, full, full_var, clock, solver, objective, best if np.isfinite(best) else None)
-    return _solution(p, status, None, None, clock, solver, None, None)
+        return Solved(status, full, full_var, objective, best if np.isfinite(best) else None, solver)
+    return Solved(status, None, None, None, None, solver)
 
 
-def _solution(p: Problem, status: str, prob, var, clock: float, solver: str, objective: float | None,
-              bound: float | None) -> Solution:
-    def value(v) -> float:
-        return 0.0 if v is None or v.varValue is None else float(v.varValue)
+def value(v) -> float:
+    return 0.0 if v is None or v.varValue is None else float(v.varValue)
 
+
+def _solution(p: Problem, result: Solved, clock: float) -> Solution:
     G, T = len(p.fleet.names), len(p.tiers.names)
     n, h, m = np.zeros(G, dtype=np.int64), np.zeros(G, dtype=np.int64), np.zeros(T, dtype=np.int64)
     z, x = np.zeros(0, np.int64), np.zeros(0)
-    if prob is not None:
+    var = result.var
+    if var is not None:
         z = np.array([round(value(v)) for v in var["z"]], dtype=np.int64)
-        x = np.array([max(value(v), 0.0) for v in var["x"]])
-        if len(x):
-            x = x / x.sum()  # remove solver round-off from the shares
+        x = shares([value(v) for v in var["x"]])
         for name, out in (("n", n), ("h", h), ("m", m)):
             for key, v in var[name].items():
                 out[key] = round(value(v))
+    objective, bound = result.objective, result.bound
     gap_value = None
     if objective is not None and bound is not None:
         bound = min(bound, objective)
         gap_value = max(0.0, (objective - bound) / max(abs(objective), 1e-12))
-    return Solution(status, objective, bound, gap_value, time.perf_counter() - clock, solver, z, x, n, h, m)
+    return Solution(result.status, objective, bound, gap_value, time.perf_counter() - clock, result.solver,
+                    z, x, n, h, m)
+
+
+def shares(values: list[float]) -> np.ndarray:
+    """Background shares without the solver's round-off: non-negative, adding up to 1."""
+    x = np.maximum(np.array(values, dtype=float), 0.0)
+    return x / x.sum() if len(x) and x.sum() > 0 else x
 
 
 def _highs_available() -> bool:
