@@ -220,11 +220,16 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
             return Solved("infeasible", None, None, None, None, solver)
         if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
             bound = relaxed_bound
-            fixed, fixed_var = build_fn(True)
             values = {v.name: v.varValue for _, v in fleet_vars(relaxed_var)}
-            for _, var in fleet_vars(fixed_var):
-                var.lowBound = var.upBound = round(values.get(var.name) or 0)
-            status, _ = run(fixed, min(gap, 1e-6) / 2, None)
+            for exact in (True, False):  # the relaxed fleet as it is; failing that, that fleet or more
+                fixed, fixed_var = build_fn(True)
+                for _, var in fleet_vars(fixed_var):
+                    var.lowBound = round(values.get(var.name) or 0)
+                    if exact or var.upBound == 1:
+                        var.upBound = var.lowBound
+                status, _ = run(fixed, min(gap, 1e-6) / 2, None)
+                if status != "infeasible":
+                    break
             if status in ("optimal", "feasible", "time_limit"):
                 objective = pulp.value(fixed.objective)
                 if objective - bound <= gap * abs(objective):

@@ -77,8 +77,12 @@ def contexts_frame(plan: dict) -> pd.DataFrame:
     """Per-context rows; ids a spreadsheet would run as formulas are prefixed with a quote."""
     frame = pd.DataFrame(plan["contexts"])
     if not frame.empty:
-        frame["id"] = frame["id"].map(lambda s: "'" + s if s.startswith(_FORMULA_START) else s)
+        frame["id"] = frame["id"].map(spreadsheet_safe)
     return frame
+
+
+def spreadsheet_safe(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def comparison(rows: list[dict], workload, pricing: str) -> str:
@@ -96,3 +100,53 @@ def comparison(rows: list[dict], workload, pricing: str) -> str:
                       _usd(r["all_recompute_usd"]), "—" if ratio is None else f"{ratio:.2f}x"])
     return head + table(["catalog", "region", "total/month", "compute", "storage", "network+req", "fleet",
                          "contexts per tier", "all-recompute", "saving"], lines, indent="")
+
+
+def forecast_summary(result: dict, workload, catalog_name: str) -> str:
+    rows = []
+    for month in result["months"]:
+        b = month["breakdown_usd"]
+        fleet = ", ".join(
+            f"{f['offering']} x{sum(f[k] for k in ('on_demand', 'spot', 'reserved_1y', 'reserved_3y'))}"
+            + "".join(f" ({f[k]} {k})" for k in ("spot", "reserved_1y", "reserved_3y") if f[k]) for f in month["fleet"])
+        tiers = ", ".join(f"{t} {n}" for t, n in month["contexts_per_tier"].items())
+        rows.append([month["month"], _usd(b["compute"]), _usd(b["storage"]), _usd(b["network"]), _usd(b["requests"]),
+                     _usd(month["total_usd"]), fleet, tiers, month["moves"]])
+    gap = "—" if result["gap"] is None else f"{result['gap']:.4%}"
+    lines = [f"kvplan forecast: {workload.name} — model {workload.model.name} on {catalog_name}, "
+             f"{len(result['months'])} months", "",
+             table(["month", "compute", "storage", "network", "requests", "total", "fleet", "contexts per tier",
+                    "moves"], rows), "",
+             f"Horizon total: {_usd(result['total_usd'])}   (solver {result['solver']}: {result['status']}, gap {gap})"]
+    if result["commitments_beyond_horizon_usd"]:
+        lines.append(f"Reserved instances committed beyond the horizon: {_usd(result['commitments_beyond_horizon_usd'])}")
+    for p in result["purchases"]:
+        lines.append(f"  buy {p['instances']} x {p['offering']} {p['commitment']} in month {p['month']}")
+    if "all_on_demand_usd" in result:
+        lines.append(f"All on-demand: {_usd(result['all_on_demand_usd'])}; the chosen commitments save "
+                     f"{_usd(result['commitment_savings_usd'])} (commitments counted for their whole term)")
+    return "\n".join(lines)
+
+
+def forecast_chart(result: dict, path) -> None:
+    """Monthly cost stacked by component, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    months = [m["month"] for m in result["months"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    bottom = [0.0] * len(months)
+    for component in ("compute", "storage", "network", "requests"):
+        values = [m["breakdown_usd"][component] for m in result["months"]]
+        ax.bar(months, values, bottom=bottom, label=component)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_xlabel("month")
+    ax.set_ylabel("USD per month")
+    ax.set_title("Monthly cost by component")
+    ax.set_xticks(months)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

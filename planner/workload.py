@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .errors import InputError, warn
 from .fields import Section, load_yaml, read_text
 
 MODES = ("provisioned", "per_use")
+MONTHLY = re.compile(r"^reuses_m([1-9]\d*)$")  # forecast columns: reuses in month 1, 2, ... of a horizon
 REQUIRED_COLUMNS = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens")
 OPTIONAL_COLUMNS = {"ttft_slo_s": np.nan, "tpot_slo_s": np.nan, "writes_per_month": 1.0}
 INTEGER_COLUMNS = ("tokens", "prompt_tokens", "output_tokens")
@@ -92,7 +94,8 @@ def check_contexts(frame: pd.DataFrame, where: Callable[[int, str], str], file: 
     if duplicated.any():
         row = int(np.argmax(duplicated.to_numpy()))
         raise InputError(where(row, "id"), f"duplicate context id {out['id'][row]!r}")
-    for column in REQUIRED_COLUMNS[1:] + tuple(OPTIONAL_COLUMNS):
+    monthly = sorted((c for c in frame.columns if MONTHLY.match(str(c))), key=lambda c: int(str(c)[len("reuses_m"):]))
+    for column in REQUIRED_COLUMNS[1:] + tuple(OPTIONAL_COLUMNS) + tuple(monthly):
         raw = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
         empty = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
         is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
