@@ -31,9 +31,9 @@ import pulp
 from .catalog import Catalog
 from .costmodel import RECOMPUTE, Demand
 from .errors import Infeasible, InputError
-from .formulation import (Problem, Solution, _solve_cbc, _solve_highs, fleet_first, month_rows, offerings_used,
-                          shares, value)
-from .plan import (Model, Placement, _placement, background_table, diagnose_unplaceable, drop_dominated,
+from .formulation import (Problem, Solution, fleet_first, month_rows, offerings_used, shares, solve_once,
+                          value)
+from .plan import (Model, Placement, placement_from, background_table, diagnose_unplaceable, drop_dominated,
                    option_table, prepare, price, solve_restricted)
 from .workload import MONTHLY, Workload
 
@@ -319,7 +319,7 @@ def _keep_placements(hz: Horizon, solved, solver: str) -> None:
             prob += arrival >= count - before.get(key, 0.0), f"arrive_{key[0]}_{key[1]}"
             arrivals.append(arrival)
         prob += pulp.lpSum(arrivals)
-        status, _ = _solve_highs(prob, 0.0, None) if solver == "highs" else _solve_cbc(prob, 0.0, None)
+        status, _ = solve_once(prob, solver, 0.0)
         if status == "optimal":
             for name in ("z", "x"):
                 for target, source in zip(old[name], new[name]):
@@ -379,7 +379,7 @@ def _report(hz: Horizon, solved) -> dict:
             nodes[t] = round(value(v))
         solution = Solution("optimal", None, None, None, 0.0, "", np.array([round(value(v)) for v in month_var["z"]],
                             dtype=np.int64), shares([value(v) for v in month_var["x"]]), instances, hbm, nodes)
-        placement: Placement = _placement(model, problem, solution)
+        placement: Placement = placement_from(model, problem, solution)
         priced = price(model, placement)
         compute_by = {"on_demand": model.fleet.price, "spot": hz.spot_price, **hz.committed}
         fleet_usd = sum(np.nan_to_num(compute_by.get(kind, np.zeros(G))) * counts[kind] * H for kind in counts)

@@ -279,6 +279,12 @@ def shares(values: list[float]) -> np.ndarray:
     return x / x.sum() if len(x) and x.sum() > 0 else x
 
 
+def solve_once(prob: pulp.LpProblem, solver: str, gap: float,
+               time_limit: float | None = None) -> tuple[str, float | None]:
+    """Solve a built program as it is (no fleet-first steps): status and bound."""
+    return _solve_highs(prob, gap, time_limit) if solver == "highs" else _solve_cbc(prob, gap, time_limit)
+
+
 def _highs_available() -> bool:
     try:
         import highspy  # noqa: F401

@@ -162,7 +162,7 @@ def _problem(model: Model, options: Options, background: Options) -> Problem:
                    model.workload.hours_per_month, model.workload.mode == "provisioned")
 
 
-def _placement(model: Model, problem: Problem, solution: Solution) -> Placement:
+def placement_from(model: Model, problem: Problem, solution: Solution) -> Placement:
     """Hand each class's counts out to its contexts, in input order (deterministic)."""
     o = problem.options
     by_class = np.lexsort((np.arange(len(o.k)), o.k))
@@ -189,7 +189,7 @@ def solve_restricted(model: Model, table: Options, background: Options, keep: np
     solution = solve(problem, solver=solver, gap=gap, time_limit=time_limit)
     if not solution.has_plan:
         return None, solution, f"solver: {solution.status}"
-    return _placement(model, problem, solution), solution, ""
+    return placement_from(model, problem, solution), solution, ""
 
 
 def baseline_masks(model: Model, table: Options) -> dict[str, np.ndarray]:
