@@ -168,3 +168,16 @@ def test_spot_pricing_uses_spot_prices():
     for f in spot["fleet"]:
         assert f["price_per_hour"] == AWS.offering(f["offering"]).prices["spot"]
     assert np.isfinite(spot["total_usd"])
+
+
+def test_contexts_from_parquet_plan_like_csv(tmp_path):
+    import pandas as pd
+
+    source = ROOT / "examples" / "chatbot-prompts"
+    pd.read_csv(source / "contexts.csv").to_parquet(tmp_path / "contexts.parquet")
+    settings = (source / "workload.yaml").read_text().replace("contexts_file: contexts.csv",
+                                                              "contexts_file: contexts.parquet")
+    (tmp_path / "workload.yaml").write_text(settings)
+    from_parquet = load_workload(tmp_path / "workload.yaml", MODELS)
+    from_csv = load_workload(source / "workload.yaml", MODELS)
+    pd.testing.assert_frame_equal(from_parquet.contexts, from_csv.contexts)
