@@ -220,7 +220,7 @@ def catalogs_show(name: str, gpu: str | None, quiet: bool) -> None:
                       "BLOCK_Gbit/s", "ON_DEMAND/h", "SPOT/h", "1Y/h", "3Y/h"], rows, indent=""))
     rows = []
     for i, t in enumerate(catalog.tiers):
-        def est(key: str) -> bool:
+        def est(key: str, i: int = i) -> bool:
             return f"tiers[{i}].{key}" in estimated
         if t.attached:
             rows.append([t.name, t.kind, "in instance", "—", "—", "—", "—", "path"])

@@ -18,7 +18,6 @@ committed price for the months they run).
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import time
 from collections.abc import Callable

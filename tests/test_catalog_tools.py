@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from planner.catalog import bundled_dir, extend, known_gpus, load_catalog, load_models, parse_catalog
+from planner.catalog import known_gpus, load_catalog, load_models, parse_catalog
 from planner.cli import main
 from planner.skypilot import import_offerings, read_csvs
 from planner.validate import sanity_warnings
