@@ -28,13 +28,13 @@ import pandas as pd
 import pulp
 
 from .catalog import Catalog
-from .costmodel import RECOMPUTE, Demand
+from .costmodel import RECOMPUTE
 from .errors import Infeasible, InputError
 from .formulation import (Problem, Solution, fleet_first, month_rows, offerings_used, shares, solve_once,
                           value)
-from .plan import (Model, Placement, placement_from, background_table, diagnose_unplaceable, drop_dominated,
-                   option_table, prepare, price, solve_restricted)
-from .workload import MONTHLY, Workload
+from .plan import (Model, Placement, background_table, diagnose_unplaceable, drop_dominated, option_table,
+                   placement_from, prepare, price, silent, solve_restricted)
+from .workload import MONTHLY, Workload, demand_classes
 
 TERMS = {"reserved_1y": 12, "reserved_3y": 36}
 COMMITMENTS = tuple(TERMS) + ("spot",)
@@ -100,7 +100,6 @@ def monthly_reuses(workload: Workload, months: int, growth: float | None = None,
 class Horizon:
     models: list[Model]
     problems: list[Problem]
-    reuses: np.ndarray          # per class and month
     class_of: np.ndarray        # class of each context
     spot_price: np.ndarray      # per offering (nan: none)
     committed: dict[str, np.ndarray]  # commitment -> price per offering (nan: none)
@@ -113,20 +112,10 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
                   commitments: tuple[str, ...], spot_share: float, budget: float | None,
                   traffic_growth: float, solver: str = "highs", time_limit: float | None = None) -> Horizon:
     base = prepare(dataclasses.replace(workload, pricing="on_demand"), catalog)
-    frame = workload.contexts
-    tpot = np.inf if workload.tpot_slo_s is None else workload.tpot_slo_s
-    keys = np.column_stack([frame["tokens"], frame["prompt_tokens"], frame["output_tokens"],
-                            frame["writes_per_month"], frame["ttft_slo_s"].fillna(workload.ttft_slo_s),
-                            frame["tpot_slo_s"].fillna(tpot), reuses]).astype(float) if len(frame) \
-        else np.zeros((0, 6 + months))
-    unique, class_of, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    class_of = class_of.reshape(-1)
+    demands, class_of = demand_classes(workload, reuses)
+    counts = demands[0].count
     models, problems, tables = [], [], []
-    for m in range(months):
-        demand = Demand(tokens=unique[:, 0].astype(np.int64), prompt_tokens=unique[:, 1].astype(np.int64),
-                        output_tokens=unique[:, 2].astype(np.int64), reuses_per_month=unique[:, 6 + m],
-                        writes_per_month=unique[:, 3], ttft_slo_s=unique[:, 4], tpot_slo_s=unique[:, 5],
-                        count=counts.astype(np.int64))
+    for m, demand in enumerate(demands):
         background = dataclasses.replace(
             base.background, reuses_per_month=base.background.reuses_per_month * (1 + traffic_growth) ** m)
         model = dataclasses.replace(base, demand=demand, context_class=class_of, background=background)
@@ -167,12 +156,12 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
         else np.full(len(offerings), np.nan)
     committed = {c: np.array([o.prices.get(c, np.nan) for o in offerings]) for c in TERMS if c in commitments}
     T = base.tiers
-    size = base.card.kv_bytes_per_token * unique[:, 0] / 1e9
-    objects = np.where(T.object_tokens[None, :] > 0,
-                       np.ceil(unique[:, :1] / np.maximum(T.object_tokens[None, :], 1)), 1.0)
-    write_usd = objects * T.write_request_price[None, :] + size[:, None] * T.transfer_per_gb[None, :]
+    tokens = demands[0].tokens.astype(float)[:, None]
+    size = base.card.kv_bytes_per_token * tokens / 1e9
+    objects = np.where(T.object_tokens[None, :] > 0, np.ceil(tokens / np.maximum(T.object_tokens[None, :], 1)), 1.0)
+    write_usd = objects * T.write_request_price[None, :] + size * T.transfer_per_gb[None, :]
     write_usd[:, RECOMPUTE] = 0.0
-    return Horizon(models, problems, unique[:, 6:], class_of, spot, committed, spot_share, budget, write_usd)
+    return Horizon(models, problems, class_of, spot, committed, spot_share, budget, write_usd)
 
 
 def _build(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[pulp.LpProblem, dict]:
@@ -186,7 +175,8 @@ def _build(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[pulp.LpP
     used = sorted(set().union(*(offerings_used(p) for p in hz.problems))) if provisioned else []
     od, sp, buy, hs, moves = {}, {}, {}, {}, {}
     objective = pulp.LpAffineExpression()
-    month_cost = [pulp.LpAffineExpression() for _ in range(months)]
+    month_cost = [pulp.LpAffineExpression() for _ in range(months)]  # without reservations: the objective
+    reserved_cost = [pulp.LpAffineExpression() for _ in range(months)]  # counts their whole term instead
     for g in used:
         for m in range(months):
             od[g, m] = prob.add_variable(f"od_{g}_{m}", 0, None, pulp.LpInteger)
@@ -203,9 +193,8 @@ def _build(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[pulp.LpP
         n = {}
         for g in used:
             active = pulp.lpSum(buy[g, m2, c] for (g2, m2, c) in buy if g2 == g and m - TERMS[c] < m2 <= m)
-            reserved_cost = pulp.lpSum(float(hz.committed[c][g] * H) * buy[g, m2, c]
-                                       for (g2, m2, c) in buy if g2 == g and m - TERMS[c] < m2 <= m)
-            month_cost[m] += reserved_cost
+            reserved_cost[m] += pulp.lpSum(float(hz.committed[c][g] * H) * buy[g, m2, c]
+                                           for (g2, m2, c) in buy if g2 == g and m - TERMS[c] < m2 <= m)
             n[g] = od[g, m] + sp.get((g, m), 0) + active
             if np.isfinite(fleet.max_instances[g]):
                 prob += n[g] <= float(fleet.max_instances[g]), f"max_{g}_{m}"
@@ -228,39 +217,30 @@ def _build(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[pulp.LpP
     if minimax:
         peak = prob.add_variable("peak_month_usd", 0, None)
         for m in range(months):
-            prob += month_cost[m] <= peak, f"peak_{m}"
+            prob += month_cost[m] + reserved_cost[m] <= peak, f"peak_{m}"
         prob += peak + 1e-6 * (objective + pulp.lpSum(month_cost))
     else:
         if hz.budget is not None:
             for m in range(months):
-                prob += month_cost[m] <= hz.budget, f"budget_{m}"
-        prob += objective + pulp.lpSum(_without_reserved(month_cost[m]) for m in range(months))
+                prob += month_cost[m] + reserved_cost[m] <= hz.budget, f"budget_{m}"
+        prob += objective + pulp.lpSum(month_cost)
     return prob, {"od": od, "sp": sp, "buy": buy, "h": hs, "moves": moves, "months": per_month,
                   "month_cost": month_cost}
 
 
-def _without_reserved(cost: pulp.LpAffineExpression) -> pulp.LpAffineExpression:
-    """A month's cost less its reserved instances, whose whole term the objective already counts."""
-    return pulp.LpAffineExpression([(v, a) for v, a in cost.items() if not v.name.startswith("buy_")])
-
-
-def _tier_counts(p: Problem, var: dict) -> dict[tuple[int, int], pulp.LpAffineExpression]:
-    """Contexts of each class on each stored tier, as expressions of the month's z."""
+def _tier_counts(p: Problem, var: dict, recompute: bool = False) -> dict[tuple[int, int], pulp.LpAffineExpression]:
+    """Contexts of each class on each stored tier (and on recompute, if asked), as expressions of the month's z."""
     counts: dict[tuple[int, int], list] = {}
     for i, (k, t) in enumerate(zip(p.options.k.tolist(), p.options.t.tolist())):
-        if t != RECOMPUTE:
+        if recompute or t != RECOMPUTE:
             counts.setdefault((k, t), []).append(var["z"][i])
     return {key: pulp.lpSum(zs) for key, zs in counts.items()}
-
-
-def _silent(message: str) -> None:
-    pass
 
 
 def forecast(workload: Workload, catalog: Catalog, *, months: int, growth: float | None = None,
              table: pd.DataFrame | None = None, table_file: str = "", commitments: tuple[str, ...] = (),
              spot_share: float = 0.0, budget: float | None = None, solver: str = "highs", gap: float = 1e-4,
-             time_limit: float | None = None, progress: Callable[[str], None] = _silent) -> dict:
+             time_limit: float | None = None, progress: Callable[[str], None] = silent) -> dict:
     """Plan `months` months at once; the result is a plain dict (JSON-ready) with one row per month."""
     clock = time.perf_counter()
     reuses = monthly_reuses(workload, months, growth, table, table_file)
@@ -268,7 +248,7 @@ def forecast(workload: Workload, catalog: Catalog, *, months: int, growth: float
         MONTHLY.match(c) for c in workload.contexts.columns) else 0.0
     hz = build_horizon(workload, catalog, months, reuses, commitments=commitments, spot_share=spot_share,
                        budget=budget, traffic_growth=traffic_growth, solver=solver, time_limit=time_limit)
-    progress(f"{months} months, {len(hz.reuses)} context classes, "
+    progress(f"{months} months, {len(hz.problems[0].count)} context classes, "
              f"{sum(len(p.options.k) for p in hz.problems)} options within SLO")
     solved = _solve(hz, solver, gap, time_limit)
     if solved.var is None:
@@ -298,22 +278,19 @@ def _keep_placements(hz: Horizon, solved, solver: str) -> None:
     var = solved.var
     for m in range(1, len(hz.problems)):
         p = hz.problems[m]
-        before = {key: pulp.value(e) for key, e in _all_tier_counts(hz.problems[m - 1], var["months"][m - 1]).items()}
+        before = {key: pulp.value(e) for key, e in _tier_counts(hz.problems[m - 1], var["months"][m - 1], True).items()}
         old = var["months"][m]
         spent = float(sum(a * value(v) for a, v in zip(p.options.direct_usd, old["z"]))
                       + sum(a * value(v) for a, v in zip(p.background.compute_usd, old["x"])))
         prob = pulp.LpProblem("kvplan_keep", pulp.LpMinimize)
-        n = {}
-        for g in offerings_used(p) if p.provisioned else []:
-            n[g] = sum(round(value(v)) for (g2, m2), v in var["od"].items() if g2 == g and m2 == m) \
-                + sum(round(value(v)) for (g2, m2), v in var["sp"].items() if g2 == g and m2 == m) \
-                + sum(round(value(v)) for (g2, m2, c), v in var["buy"].items() if g2 == g and m - TERMS[c] < m2 <= m)
+        counts = _instances(var, len(p.fleet.names), m)
+        n = {g: int(sum(counts.values())[g]) for g in (offerings_used(p) if p.provisioned else [])}
         cost, new = month_rows(prob, p, n, "", True)
         for g, h in new["h"].items():
             h.lowBound = h.upBound = round(value(old["h"][g]))
         prob += cost <= spent + 1e-9 * max(1.0, abs(spent)), "no_dearer"
         arrivals = []
-        for key, count in _all_tier_counts(p, new).items():
+        for key, count in _tier_counts(p, new, True).items():
             arrival = prob.add_variable(f"arrive_{key[0]}_{key[1]}", 0, None)
             prob += arrival >= count - before.get(key, 0.0), f"arrive_{key[0]}_{key[1]}"
             arrivals.append(arrival)
@@ -326,14 +303,6 @@ def _keep_placements(hz: Horizon, solved, solver: str) -> None:
             for key in ("m",):
                 for t, target in old[key].items():
                     target.varValue = new[key][t].varValue
-
-
-def _all_tier_counts(p: Problem, var: dict) -> dict[tuple[int, int], pulp.LpAffineExpression]:
-    """Contexts of each class on each tier, recompute included."""
-    counts: dict[tuple[int, int], list] = {}
-    for i, (k, t) in enumerate(zip(p.options.k.tolist(), p.options.t.tolist())):
-        counts.setdefault((k, t), []).append(var["z"][i])
-    return {key: pulp.lpSum(zs) for key, zs in counts.items()}
 
 
 def _why_no_forecast(hz: Horizon, status: str, solver: str, gap: float, time_limit: float | None) -> str:
@@ -363,12 +332,7 @@ def _report(hz: Horizon, solved) -> dict:
     previous_tier = None
     for m, (model, problem, month_var) in enumerate(zip(hz.models, hz.problems, var["months"])):
         G = len(model.fleet.names)
-        kinds = {"on_demand": var["od"], "spot": var["sp"]}
-        counts = {kind: np.array([round(value(v[g, m])) if (g, m) in v else 0 for g in range(G)])
-                  for kind, v in kinds.items()}
-        for c in TERMS:
-            counts[c] = np.array([sum(round(value(v)) for (g2, m2, c2), v in var["buy"].items()
-                                      if g2 == g and c2 == c and m - TERMS[c] < m2 <= m) for g in range(G)])
+        counts = _instances(var, G, m)
         instances = sum(counts.values())
         hbm = np.zeros(G, dtype=np.int64)
         for g, v in month_var["h"].items():
@@ -417,6 +381,18 @@ def _report(hz: Horizon, solved) -> dict:
             "placements": placements,
             "purchases": [{"offering": hz.models[0].fleet.names[g], "month": m + 1, "commitment": c,
                            "instances": round(value(v))} for (g, m, c), v in var["buy"].items() if round(value(v))]}
+
+
+def _instances(var: dict, offerings: int, m: int) -> dict[str, np.ndarray]:
+    """Instances of each offering running in month m, by kind: on_demand, spot, and each reservation."""
+    counts = {kind: np.array([round(value(var[key][g, m])) if (g, m) in var[key] else 0 for g in range(offerings)])
+              for kind, key in (("on_demand", "od"), ("spot", "sp"))}
+    for c, term in TERMS.items():
+        counts[c] = np.zeros(offerings, dtype=np.int64)
+        for (g, m2, c2), v in var["buy"].items():
+            if c2 == c and m - term < m2 <= m:
+                counts[c][g] += round(value(v))
+    return counts
 
 
 def _move_requests(model: Model, hz: Horizon, placement: Placement, moved: np.ndarray) -> float:

@@ -49,7 +49,7 @@ class Model:
 
 
 def prepare(workload: Workload, catalog: Catalog) -> Model:
-    demand, context_class = demand_classes(workload)
+    (demand,), context_class = demand_classes(workload)
     tiers = build_tiers(catalog)
     settings = Settings(workload.mode, workload.hours_per_month, workload.peak_to_mean,
                         hbm_cache_possible=workload.mode == "provisioned" and "hbm" in tiers.kinds)
@@ -319,13 +319,13 @@ def _violations(model: Model, placement: Placement, o: Options, bg: Options, sha
 
 # --- the plan ----------------------------------------------------------------------------------------------
 
-def _silent(message: str) -> None:
-    pass
+def silent(message: str) -> None:
+    """A progress callback that says nothing."""
 
 
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
               time_limit: float | None = None, baselines: bool | tuple[str, ...] = True,
-              progress: Callable[[str], None] = _silent, timing: bool = False, budget: float | None = None) -> dict:
+              progress: Callable[[str], None] = silent, timing: bool = False, budget: float | None = None) -> dict:
     """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines
     (all of them, none, or those named). Identical inputs give identical plans; the solver's wall time, which
     does not repeat, is recorded only with `timing`."""

@@ -279,23 +279,26 @@ def load_workload(path: Path, models: dict[str, ModelCard] | None = None) -> Wor
     return Workload(**{**workload.__dict__, "inputs": {str(path): file_sha256(path), **workload.inputs}})
 
 
-def demand_classes(workload: Workload) -> tuple[Demand, np.ndarray]:
-    """Group contexts identical in every parameter; return the classes and each context's class index."""
+def demand_classes(workload: Workload, reuses: np.ndarray | None = None) -> tuple[list[Demand], np.ndarray]:
+    """Group contexts identical in every parameter; return the classes (one Demand per month of `reuses`, a
+    contexts x months table; by default the single month of reuses_per_month) and each context's class."""
     frame = workload.contexts
+    if reuses is None:
+        reuses = frame["reuses_per_month"].to_numpy(float)[:, None]
     tpot_default = np.inf if workload.tpot_slo_s is None else workload.tpot_slo_s
     columns = np.column_stack([
         frame["tokens"].to_numpy(float), frame["prompt_tokens"].to_numpy(float),
-        frame["output_tokens"].to_numpy(float), frame["reuses_per_month"].to_numpy(float),
-        frame["writes_per_month"].to_numpy(float),
+        frame["output_tokens"].to_numpy(float), frame["writes_per_month"].to_numpy(float),
         frame["ttft_slo_s"].fillna(workload.ttft_slo_s).to_numpy(float),
-        frame["tpot_slo_s"].fillna(tpot_default).to_numpy(float),
-    ]) if len(frame) else np.zeros((0, 7))
+        frame["tpot_slo_s"].fillna(tpot_default).to_numpy(float), reuses,
+    ]) if len(frame) else np.zeros((0, 6 + reuses.shape[1]))
     keys, inverse, counts = np.unique(columns, axis=0, return_inverse=True, return_counts=True)
-    return Demand(
+    months = [Demand(
         tokens=keys[:, 0].astype(np.int64), prompt_tokens=keys[:, 1].astype(np.int64),
-        output_tokens=keys[:, 2].astype(np.int64), reuses_per_month=keys[:, 3], writes_per_month=keys[:, 4],
-        ttft_slo_s=keys[:, 5], tpot_slo_s=keys[:, 6], count=counts.astype(np.int64),
-    ), inverse.reshape(-1).astype(np.int64)
+        output_tokens=keys[:, 2].astype(np.int64), reuses_per_month=keys[:, 6 + m], writes_per_month=keys[:, 3],
+        ttft_slo_s=keys[:, 4], tpot_slo_s=keys[:, 5], count=counts.astype(np.int64),
+    ) for m in range(reuses.shape[1])]
+    return months, inverse.reshape(-1).astype(np.int64)
 
 
 def background_demand(workload: Workload) -> Demand:
