@@ -393,3 +393,7 @@ def _write_forecast(out: Path, result: dict, chart) -> None:
     out.mkdir(parents=True, exist_ok=True)
     chart(result, out / "cost.png")
     write_atomic(out / "forecast.json", json.dumps(result, indent=1) + "\n")
+
+
+from .cli_workload import workload  # noqa: E402  (last: it imports `command` from this module)
+main.add_command(workload)

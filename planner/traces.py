@@ -30,7 +30,8 @@ def _whole(value, where: str, key: str) -> int:
 
 
 def read_mooncake(path: Path) -> pd.DataFrame:
-    """One row per request: timestamp_ms, input_length, output_length, hash_ids (a list of ints)."""
+    """One row per request: line (its line number, to point back at it), timestamp_ms, input_length,
+    output_length, hash_ids (a list of ints)."""
     rows = []
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -50,11 +51,12 @@ def read_mooncake(path: Path) -> pd.DataFrame:
         hashes = item["hash_ids"]
         if not isinstance(hashes, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in hashes):
             raise InputError(where, "hash_ids: expected a list of whole numbers")
-        rows.append((_whole(item["timestamp"], where, "timestamp"), _whole(item["input_length"], where, "input_length"),
+        rows.append((number, _whole(item["timestamp"], where, "timestamp"),
+                     _whole(item["input_length"], where, "input_length"),
                      _whole(item["output_length"], where, "output_length"), hashes))
     if not rows:
         raise InputError(str(path), "no requests in the trace")
-    frame = pd.DataFrame(rows, columns=["timestamp_ms", "input_length", "output_length", "hash_ids"])
+    frame = pd.DataFrame(rows, columns=["line", "timestamp_ms", "input_length", "output_length", "hash_ids"])
     return frame
 
 
