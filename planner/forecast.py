@@ -30,10 +30,10 @@ import pulp
 from .catalog import Catalog
 from .costmodel import RECOMPUTE
 from .errors import Infeasible, InputError
-from .formulation import (Problem, Solution, fleet_first, month_rows, offerings_used, shares, solve_once,
-                          value)
+from .formulation import (Problem, Solution, build, fleet_first, month_rows, offerings_used, shares,
+                          solution_of, solve_once, value)
 from .plan import (Model, Placement, background_table, diagnose_unplaceable, drop_dominated, option_table,
-                   placement_from, prepare, price, silent, solve_restricted)
+                   placement_from, prepare, price, silent)
 from .workload import MONTHLY, Workload, demand_classes
 
 TERMS = {"reserved_1y": 12, "reserved_3y": 36}
@@ -130,22 +130,17 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
         models.append(model)
         tables.append((table, bg))
     offerings = catalog.offerings
-    # Candidate offerings: those the one-month plans of the first and the last month choose, at on-demand
-    # prices and at each committed price. The horizon's program is solved over them (its bound is a bound
-    # within them); a one-month forecast therefore equals the plan.
+    # Candidate offerings: those the LP relaxations of the first and the last month use, at on-demand prices
+    # and at each committed price. The months are solved over them (the bound is a bound within them). A
+    # one-month forecast keeps every offering, so that it equals the plan.
     candidates: set[int] = set()
-    if workload.mode == "provisioned":
+    if workload.mode == "provisioned" and months > 1:
         for m in sorted({0, months - 1}):
             for pricing in ("on_demand",) + tuple(c for c in TERMS if c in commitments):
                 prices = np.array([o.prices.get(pricing, np.nan) for o in offerings])
-                if not np.isfinite(prices).any():
-                    continue
-                model = dataclasses.replace(models[m], fleet=dataclasses.replace(models[m].fleet, price=prices))
-                table, bg = tables[m]
-                placement, _, _ = solve_restricted(model, table, bg, np.ones(len(table.k), bool), solver=solver,
-                                                   gap=1e-3, time_limit=time_limit)
-                if placement is not None:
-                    candidates |= set(np.flatnonzero(placement.instances > 0).tolist())
+                if np.isfinite(prices).any():
+                    table, bg = tables[m]
+                    candidates |= _relaxation_offerings(models[m], table, bg, prices, solver)
     for model, (table, bg) in zip(models, tables):
         keep = np.isin(table.g, sorted(candidates)) if candidates else np.ones(len(table.k), bool)
         keep_bg = np.isin(bg.g, sorted(candidates)) if candidates else np.ones(len(bg.k), bool)
@@ -162,6 +157,26 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
     write_usd = objects * T.write_request_price[None, :] + size * T.transfer_per_gb[None, :]
     write_usd[:, RECOMPUTE] = 0.0
     return Horizon(models, problems, class_of, spot, committed, spot_share, budget, write_usd)
+
+
+def _relaxation_offerings(model: Model, table, bg, prices: np.ndarray, solver: str) -> set[int]:
+    """Offerings the month's LP relaxation buys at `prices`, and the other sizes of their GPUs (an integer
+    fleet tops up with smaller instances: keeping only the cheapest size cost month 11 of rag-docs 6% more)."""
+    fleet = dataclasses.replace(model.fleet, price=prices)
+    sold = np.isfinite(prices)
+    options = table.take(table.allowed & sold[table.g])
+    if len(np.unique(options.k)) < len(model.demand.count):
+        return set(range(len(fleet.names)))
+    problem = Problem(drop_dominated(options, model.tiers), model.demand.count, bg.take(bg.allowed & sold[bg.g]),
+                      fleet, model.tiers, model.workload.hours_per_month, True)
+    prob, var = build(problem, integral_placement=False)
+    for v in prob.variables():
+        v.cat = pulp.LpContinuous
+    status, _ = solve_once(prob, solver, 0.0)
+    if status != "optimal":
+        return set(range(len(fleet.names)))
+    gpus = {model.catalog.offerings[g].gpu.name for g, v in var["n"].items() if value(v) > 1e-9}
+    return {g for g, o in enumerate(model.catalog.offerings) if o.gpu.name in gpus and fleet.serves[g]}
 
 
 def _build(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[pulp.LpProblem, dict]:
@@ -250,73 +265,274 @@ def forecast(workload: Workload, catalog: Catalog, *, months: int, growth: float
                        budget=budget, traffic_growth=traffic_growth, solver=solver, time_limit=time_limit)
     progress(f"{months} months, {len(hz.problems[0].count)} context classes, "
              f"{sum(len(p.options.k) for p in hz.problems)} options within SLO")
-    solved = _solve(hz, solver, gap, time_limit)
-    if solved.var is None:
-        raise Infeasible(_why_no_forecast(hz, solved.status, solver, gap, time_limit))
-    _keep_placements(hz, solved, solver)
-    result = _report(hz, solved)
+    plan = _solve(hz, solver, gap, time_limit, progress)
+    if plan is None:
+        raise Infeasible(_why_no_forecast(hz, solver, gap, time_limit, progress))
+    _keep_placements(hz, plan, solver)
+    result = _report(hz, plan)
+    if hz.budget is not None and any(row["total_usd"] > hz.budget * (1 + 1e-9) for row in result["months"]):
+        raise Infeasible(_over_budget(hz, result))
     if commitments:
-        plain = dataclasses.replace(hz, spot_price=np.full_like(hz.spot_price, np.nan), committed={})
-        on_demand = _solve(plain, solver, gap, time_limit)
-        if on_demand.var is not None:
-            result["all_on_demand_usd"] = on_demand.objective
-            result["commitment_savings_usd"] = on_demand.objective - solved.objective
+        plain = dataclasses.replace(hz, spot_price=np.full_like(hz.spot_price, np.nan), committed={}, budget=None)
+        on_demand = _solve(plain, solver, gap, time_limit, silent)
+        if on_demand is not None:
+            result["all_on_demand_usd"] = _report(plain, on_demand)["total_usd"]
+            result["commitment_savings_usd"] = result["all_on_demand_usd"] - result["objective_usd"]
     result["seconds"] = round(time.perf_counter() - clock, 3)
-    progress(f"horizon: ${result['total_usd']:,.2f} ({solved.status}, {result['seconds']:.1f} s)")
+    progress(f"horizon: ${result['total_usd']:,.2f} ({result['status']}, {result['seconds']:.1f} s)")
     return result
 
 
-def _solve(hz: Horizon, solver: str, gap: float, time_limit: float | None, minimax: bool = False):
+@dataclass
+class HorizonPlan:
+    """The horizon's decisions as numbers: per month a one-month solution (its n: all instances running) and
+    its instances by kind (on_demand, spot, each reservation); the reservations bought."""
+    months: list[Solution]
+    counts: list[dict[str, np.ndarray]]
+    buys: dict[tuple[int, int, str], int]   # (offering, month, commitment) -> instances
+    bound: float | None
+    status: str
+    solver: str
+
+
+# Horizons up to this many options are solved as one program (exact moves and budget rows); larger ones
+# month by month.
+WHOLE_PROGRAM_MAX_OPTIONS = 5_000
+
+
+def _solve(hz: Horizon, solver: str, gap: float, time_limit: float | None,
+           progress: Callable[[str], None]) -> HorizonPlan | None:
+    if sum(len(p.options.k) for p in hz.problems) <= WHOLE_PROGRAM_MAX_OPTIONS:
+        solved = _solve_whole(hz, solver, gap, time_limit)
+        return None if solved.var is None else _plan_of(hz, solved)
+    return _solve_by_month(hz, solver, gap, time_limit, progress)
+
+
+def _solve_whole(hz: Horizon, solver: str, gap: float, time_limit: float | None, minimax: bool = False):
     return fleet_first(lambda integral: _build(hz, integral, minimax), ("od", "sp", "buy", "h"),
                        hz.problems[0].provisioned, solver, gap, time_limit)
 
 
-def _keep_placements(hz: Horizon, solved, solver: str) -> None:
-    """Month by month, keep each context where it was unless moving is cheaper: with the month's fleet fixed,
-    find the placement that costs no more than the solver's and moves the fewest contexts (a tie-break the
-    horizon program's gap tolerance cannot enforce on its own). The solver's values are replaced in place."""
+def _plan_of(hz: Horizon, solved) -> HorizonPlan:
+    """The whole program's values as a HorizonPlan."""
     var = solved.var
+    G, T = len(hz.problems[0].fleet.names), len(hz.problems[0].tiers.names)
+    months, counts = [], []
+    for m, month_var in enumerate(var["months"]):
+        by_kind = _instances(var, G, m)
+        h, nodes = np.zeros(G, np.int64), np.zeros(T, np.int64)
+        for g, v in month_var["h"].items():
+            h[g] = round(value(v))
+        for t, v in month_var["m"].items():
+            nodes[t] = round(value(v))
+        z = np.array([round(value(v)) for v in month_var["z"]], dtype=np.int64)
+        months.append(Solution("optimal", None, None, None, 0.0, solved.solver, z,
+                               shares([value(v) for v in month_var["x"]]), sum(by_kind.values()), h, nodes))
+        counts.append(by_kind)
+    buys = {key: round(value(v)) for key, v in var["buy"].items() if round(value(v))}
+    return HorizonPlan(months, counts, buys, solved.bound, solved.status, solved.solver)
+
+
+def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | None,
+                    progress: Callable[[str], None]) -> HorizonPlan | None:
+    """Month by month, then commitments: (1) each month's cheapest plan at on-demand prices (spot blended in at
+    its share); (2) the reservations that serve those fleets cheapest (a small program over instance counts);
+    (3) each month again with the reserved instances already paid for, and the reservations chosen again for
+    those fleets. The bound is the sum of each month's bound with every offering at its cheapest price per
+    month, a bound for any plan over the candidate offerings, moves and terms included."""
+    clock = time.perf_counter()
+    M, F = len(hz.problems), hz.problems[0].fleet
+    spot = np.where(np.isfinite(hz.spot_price), hz.spot_price, F.price)
+    marginal = (1 - hz.spot_share) * F.price + hz.spot_share * spot
+    prepaid = np.zeros((M, len(F.names)), dtype=np.int64)
+    left = (lambda: None if time_limit is None else max(time_limit - (time.perf_counter() - clock), 1.0))
+
+    passes = 1 + bool(hz.committed) + bool(hz.committed or np.isfinite(hz.spot_price).any())
+    solves_left = [passes * M]
+
+    def each_month(prices: np.ndarray, paid: np.ndarray) -> list[Solution] | None:
+        solutions: list[Solution] = []
+        for m in range(M):  # each month starts from the previous month's plan: same options, close numbers
+            start = _start_values(solutions[-1], paid[m - 1]) if solutions else None
+            share = None if time_limit is None else max(left() / max(solves_left[0], 1), 1.0)
+            solves_left[0] -= 1
+            solution = _solve_month(hz.problems[m], prices, paid[m], solver, gap, share, start)
+            if not solution.has_plan:
+                return None
+            solutions.append(solution)
+            progress(f"month {m + 1}: ${solution.objective:,.2f} ({solution.status})")
+        return solutions
+
+    solutions = each_month(marginal, prepaid)
+    if solutions is None:
+        return None
+    counts, buys = _commit(hz, np.array([s.n for s in solutions]), solver)
+    bounds = [s.lower_bound for s in solutions]
+    if buys:  # again, with the reserved instances already paid for
+        prepaid = np.array([sum(counts_m[c] for c in hz.committed) for counts_m in counts])
+        solutions = each_month(marginal, prepaid) or solutions
+        counts, buys = _commit(hz, np.array([s.n for s in solutions]), solver)
+    if hz.committed or np.isfinite(hz.spot_price).any():
+        cheapest = np.nanmin(np.vstack([F.price, hz.spot_price] + list(hz.committed.values())), axis=0)
+        at_cheapest = each_month(cheapest, np.zeros_like(prepaid))
+        bounds = [None] if at_cheapest is None else [s.lower_bound for s in at_cheapest]
+    months = [dataclasses.replace(s, n=sum(c.values())) for s, c in zip(solutions, counts)]
+    bound = None if any(b is None for b in bounds) else float(sum(bounds))
+    status = "optimal" if all(s.status == "optimal" for s in solutions) else "time_limit"
+    return HorizonPlan(months, counts, buys, bound, status, solutions[0].solver)
+
+
+def _start_values(solution: Solution, prepaid: np.ndarray) -> dict[str, float]:
+    """A month's plan as values by variable name of `_solve_month`'s program."""
+    values = {f"z_{i}": float(round(v)) for i, v in enumerate(solution.z)}
+    values |= {f"x_{j}": float(min(max(v, 0.0), 1.0)) for j, v in enumerate(solution.x)}
+    values |= {f"n_{g}": float(v) for g, v in enumerate(solution.n - prepaid)}
+    values |= {f"r_{g}": float(v) for g, v in enumerate(prepaid)}
+    values |= {f"h_{g}": float(v) for g, v in enumerate(solution.h)}
+    return values | {f"m_{t}": float(v) for t, v in enumerate(solution.m)}
+
+
+def _solve_month(p: Problem, price: np.ndarray, prepaid: np.ndarray, solver: str, gap: float,
+                 time_limit: float | None, start: dict | None = None) -> Solution:
+    """One month's program with instances at `price` on top of `prepaid` ones (reserved: already paid for)."""
+    clock = time.perf_counter()
+
+    def build_fn(integral: bool):
+        prob = pulp.LpProblem("kvplan_month", pulp.LpMinimize)
+        bought, free, n = {}, {}, {}
+        objective = pulp.LpAffineExpression()
+        if p.provisioned:
+            for g in offerings_used(p):
+                cap = p.fleet.max_instances[g]
+                bought[g] = prob.add_variable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
+                objective += float(price[g] * p.hours) * bought[g]
+                n[g] = bought[g]
+                if prepaid[g] > 0:
+                    free[g] = prob.add_variable(f"r_{g}", 0, int(prepaid[g]), pulp.LpInteger)
+                    n[g] = bought[g] + free[g]
+                    if np.isfinite(cap):
+                        prob += n[g] <= int(cap), f"max_{g}"
+        cost, var = month_rows(prob, p, n, "", integral)
+        prob += objective + cost
+        return prob, {**var, "n": bought, "r": free}
+
+    if start is not None and p.provisioned:
+        start = _feasible_start(build_fn, start, solver, time_limit)
+    solution = solution_of(p, fleet_first(build_fn, ("n", "r", "h"), p.provisioned, solver, gap, time_limit, start),
+                           clock)
+    return dataclasses.replace(solution, n=solution.n + prepaid)
+
+
+def _feasible_start(build_fn, start: dict[str, float], solver: str, time_limit: float | None) -> dict | None:
+    """The previous month's fleet, kept as it is, with this month's best placement on it: a plan for this month
+    (when that fleet still serves it) that the fleet-first solve starts from."""
+    prob, var = build_fn(True)
+    for name in ("n", "r"):
+        for v in var[name].values():
+            v.lowBound = v.upBound = round(start.get(v.name, 0.0))
+    status, _ = solve_once(prob, solver, 1e-6, time_limit)
+    if status not in ("optimal", "feasible", "time_limit"):
+        return None
+    return {v.name: v.varValue for v in prob.variables()}
+
+
+def _commit(hz: Horizon, need: np.ndarray, solver: str) -> tuple[list[dict[str, np.ndarray]], dict]:
+    """The cheapest mix of on-demand, spot and reserved instances that runs `need` (months x offerings)
+    instances of each offering in each month: a small program over instance counts."""
+    M, G = need.shape
+    H = hz.problems[0].hours
+    fleet = hz.problems[0].fleet
+    prob = pulp.LpProblem("kvplan_commitments", pulp.LpMinimize)
+    od, sp, buy = {}, {}, {}
+    objective = pulp.LpAffineExpression()
+    for g in np.flatnonzero(need.any(axis=0)).tolist():
+        for m in range(M):
+            od[g, m] = prob.add_variable(f"od_{g}_{m}", 0, None, pulp.LpInteger)
+            objective += float(fleet.price[g] * H) * od[g, m]
+            if np.isfinite(hz.spot_price[g]):
+                sp[g, m] = prob.add_variable(f"sp_{g}_{m}", 0, None, pulp.LpInteger)
+                objective += float(hz.spot_price[g] * H) * sp[g, m]
+            for c, prices in hz.committed.items():
+                if np.isfinite(prices[g]):
+                    buy[g, m, c] = prob.add_variable(f"buy_{c}_{g}_{m}", 0, None, pulp.LpInteger)
+                    objective += float(prices[g] * H * TERMS[c]) * buy[g, m, c]
+        for m in range(M):
+            active = pulp.lpSum(v for (g2, m2, c), v in buy.items() if g2 == g and m - TERMS[c] < m2 <= m)
+            prob += od[g, m] + sp.get((g, m), 0) + active >= int(need[m, g]), f"need_{g}_{m}"
+            if (g, m) in sp:
+                prob += (1 - hz.spot_share) * sp[g, m] <= hz.spot_share * (od[g, m] + active), f"spot_{g}_{m}"
+    prob += objective
+    solve_once(prob, solver, 0.0)
+    var = {"od": od, "sp": sp, "buy": buy}
+    counts = [_instances(var, G, m) for m in range(M)]
+    return counts, {key: round(value(v)) for key, v in buy.items() if round(value(v))}
+
+
+def _keep_placements(hz: Horizon, plan: HorizonPlan, solver: str) -> None:
+    """Month by month, keep each context where it was unless moving is cheaper: with the month's fleet fixed,
+    find the placement that costs no more than the chosen one and moves the fewest contexts (a tie-break
+    neither the month-by-month solve nor a gap tolerance can enforce). The plan is updated in place."""
     for m in range(1, len(hz.problems)):
-        p = hz.problems[m]
-        before = {key: pulp.value(e) for key, e in _tier_counts(hz.problems[m - 1], var["months"][m - 1], True).items()}
-        old = var["months"][m]
-        spent = float(sum(a * value(v) for a, v in zip(p.options.direct_usd, old["z"]))
-                      + sum(a * value(v) for a, v in zip(p.background.compute_usd, old["x"])))
+        p, old = hz.problems[m], plan.months[m]
+        before = _tier_totals(hz.problems[m - 1], plan.months[m - 1].z)
+        spent = float(p.options.direct_usd @ old.z + p.background.compute_usd @ old.x)
         prob = pulp.LpProblem("kvplan_keep", pulp.LpMinimize)
-        counts = _instances(var, len(p.fleet.names), m)
-        n = {g: int(sum(counts.values())[g]) for g in (offerings_used(p) if p.provisioned else [])}
+        n = {g: int(old.n[g]) for g in (offerings_used(p) if p.provisioned else [])}
         cost, new = month_rows(prob, p, n, "", True)
         for g, h in new["h"].items():
-            h.lowBound = h.upBound = round(value(old["h"][g]))
+            h.lowBound = h.upBound = int(old.h[g])
         prob += cost <= spent + 1e-9 * max(1.0, abs(spent)), "no_dearer"
         arrivals = []
-        for key, count in _tier_counts(p, new, True).items():
+        for key, members in _tier_members(p).items():
             arrival = prob.add_variable(f"arrive_{key[0]}_{key[1]}", 0, None)
-            prob += arrival >= count - before.get(key, 0.0), f"arrive_{key[0]}_{key[1]}"
+            prob += arrival >= pulp.lpSum(new["z"][i] for i in members) - before.get(key, 0.0), \
+                f"arrive_{key[0]}_{key[1]}"
             arrivals.append(arrival)
         prob += pulp.lpSum(arrivals)
         status, _ = solve_once(prob, solver, 0.0)
         if status == "optimal":
-            for name in ("z", "x"):
-                for target, source in zip(old[name], new[name]):
-                    target.varValue = source.varValue
-            for key in ("m",):
-                for t, target in old[key].items():
-                    target.varValue = new[key][t].varValue
+            nodes = old.m.copy()
+            for t, v in new["m"].items():
+                nodes[t] = round(value(v))
+            plan.months[m] = dataclasses.replace(
+                old, z=np.array([round(value(v)) for v in new["z"]], dtype=np.int64),
+                x=shares([value(v) for v in new["x"]]), m=nodes)
 
 
-def _why_no_forecast(hz: Horizon, status: str, solver: str, gap: float, time_limit: float | None) -> str:
-    if status != "infeasible" or hz.budget is None:
-        return f"no plan for the horizon (solver: {status})"
+def _tier_members(p: Problem) -> dict[tuple[int, int], list[int]]:
+    """The options of each (class, tier), recompute included."""
+    members: dict[tuple[int, int], list[int]] = {}
+    for i, key in enumerate(zip(p.options.k.tolist(), p.options.t.tolist())):
+        members.setdefault(key, []).append(i)
+    return members
+
+
+def _tier_totals(p: Problem, z: np.ndarray) -> dict[tuple[int, int], float]:
+    return {key: float(z[members].sum()) for key, members in _tier_members(p).items()}
+
+
+def _why_no_forecast(hz: Horizon, solver: str, gap: float, time_limit: float | None,
+                     progress: Callable[[str], None]) -> str:
+    if hz.budget is None:
+        return "no plan for the horizon (the solver found none within its limits)"
     free = dataclasses.replace(hz, budget=None)
-    unconstrained = _solve(free, solver, gap, time_limit)
-    peak = _solve(free, solver, gap, time_limit, minimax=True)
-    if unconstrained.var is None or peak.var is None:
+    plan = _solve(free, solver, gap, time_limit, progress)
+    if plan is None:
         return "no plan for the horizon even without the budget"
-    report = _report(free, unconstrained)
-    over = [row for row in report["months"] if row["total_usd"] > hz.budget]
-    lines = [f"over budget: no plan keeps every month within ${hz.budget:,.2f}; the cheapest feasible monthly cap is "
-             f"${max(pulp.value(c) for c in peak.var['month_cost']):,.2f}. The cheapest plan overall breaks the cap in "
+    return _over_budget(hz, _report(free, plan), _solve_whole(free, solver, gap, time_limit, minimax=True))
+
+
+def _over_budget(hz: Horizon, result: dict, peak=None) -> str:
+    """The cheapest plan breaks the monthly cap: which months, their costliest contexts, and the cheapest
+    cap that a plan meets (the smallest largest month where the horizon is solved as one program; the
+    cheapest plan's largest month otherwise)."""
+    if peak is not None and peak.var is not None:
+        cap = max(pulp.value(c) for c in peak.var["month_cost"])
+    else:
+        cap = max(row["total_usd"] for row in result["months"])
+    over = [row for row in result["months"] if row["total_usd"] > hz.budget * (1 + 1e-9)]
+    lines = [f"over budget: no plan keeps every month within ${hz.budget:,.2f}; the cheapest feasible monthly cap "
+             f"is ${cap:,.2f}. The cheapest plan overall breaks the cap in "
              + ", ".join(f"month {row['month']} (${row['total_usd']:,.2f})" for row in over)]
     for row in over[:3]:
         lines.append(f"  month {row['month']}: costliest contexts " + ", ".join(
@@ -324,24 +540,13 @@ def _why_no_forecast(hz: Horizon, status: str, solver: str, gap: float, time_lim
     return "\n".join(lines)
 
 
-def _report(hz: Horizon, solved) -> dict:
-    var = solved.var
+def _report(hz: Horizon, plan: HorizonPlan) -> dict:
     H = hz.problems[0].hours
     months_out, placements = [], []
     ids = hz.models[0].workload.contexts["id"].to_numpy()
     previous_tier = None
-    for m, (model, problem, month_var) in enumerate(zip(hz.models, hz.problems, var["months"])):
+    for m, (model, problem, solution, counts) in enumerate(zip(hz.models, hz.problems, plan.months, plan.counts)):
         G = len(model.fleet.names)
-        counts = _instances(var, G, m)
-        instances = sum(counts.values())
-        hbm = np.zeros(G, dtype=np.int64)
-        for g, v in month_var["h"].items():
-            hbm[g] = round(value(v))
-        nodes = np.zeros(len(model.tiers.names), dtype=np.int64)
-        for t, v in month_var["m"].items():
-            nodes[t] = round(value(v))
-        solution = Solution("optimal", None, None, None, 0.0, "", np.array([round(value(v)) for v in month_var["z"]],
-                            dtype=np.int64), shares([value(v) for v in month_var["x"]]), instances, hbm, nodes)
         placement: Placement = placement_from(model, problem, solution)
         priced = price(model, placement)
         compute_by = {"on_demand": model.fleet.price, "spot": hz.spot_price, **hz.committed}
@@ -350,11 +555,13 @@ def _report(hz: Horizon, solved) -> dict:
             (placement.tier != previous_tier) & (placement.tier != RECOMPUTE)
         move_usd = hz.write_usd[hz.class_of[moved], placement.tier[moved]]
         move_requests = _move_requests(model, hz, placement, moved)
-        breakdown = {"compute": float(fleet_usd.sum()),
+        breakdown = {"compute": float(np.sum(fleet_usd)) if model.workload.mode == "provisioned"
+                     else priced.breakdown["compute"],
                      "storage": priced.breakdown["storage"],
                      "network": priced.breakdown["network"] + float(move_usd.sum() - move_requests),
                      "requests": priced.breakdown["requests"] + float(move_requests)}
         order = np.argsort(-priced.context_usd, kind="stable")[:5]
+        instances = solution.n
         months_out.append({
             "month": m + 1,
             "total_usd": float(sum(breakdown.values())),
@@ -371,16 +578,19 @@ def _report(hz: Horizon, solved) -> dict:
         placements.append({"tier": [model.tiers.names[t] for t in placement.tier],
                            "offering": [model.fleet.names[g] for g in placement.offering]})
         previous_tier = placement.tier
-    beyond = sum(float(hz.committed[c][g] * H) * round(value(v)) * max(0, m + TERMS[c] - len(hz.problems))
-                 for (g, m, c), v in var["buy"].items())
+    M = len(hz.problems)
+    beyond = sum(float(hz.committed[c][g] * H) * count * max(0, m + TERMS[c] - M)
+                 for (g, m, c), count in plan.buys.items())
     total = sum(row["total_usd"] for row in months_out)
+    objective = total + beyond
+    bound = None if plan.bound is None else min(plan.bound, objective)
     return {"months": months_out, "total_usd": total, "commitments_beyond_horizon_usd": beyond,
-            "objective_usd": solved.objective, "lower_bound_usd": solved.bound,
-            "gap": None if solved.bound is None else max(0.0, (solved.objective - solved.bound) / solved.objective),
-            "status": solved.status, "solver": solved.solver, "context_ids": [str(i) for i in ids],
+            "objective_usd": objective, "lower_bound_usd": bound,
+            "gap": None if bound is None else max(0.0, (objective - bound) / max(objective, 1e-12)),
+            "status": plan.status, "solver": plan.solver, "context_ids": [str(i) for i in ids],
             "placements": placements,
             "purchases": [{"offering": hz.models[0].fleet.names[g], "month": m + 1, "commitment": c,
-                           "instances": round(value(v))} for (g, m, c), v in var["buy"].items() if round(value(v))]}
+                           "instances": count} for (g, m, c), count in sorted(plan.buys.items())]}
 
 
 def _instances(var: dict, offerings: int, m: int) -> dict[str, np.ndarray]:

@@ -34,6 +34,14 @@ def workload(contexts, mode="provisioned", **extra):
                            **extra}, "w.yaml", MODELS, Path("."))
 
 
+@pytest.fixture(params=["whole", "by_month"])
+def method(request, monkeypatch):
+    """Both ways a horizon is solved: as one program (small horizons) and month by month (large ones)."""
+    if request.param == "by_month":
+        monkeypatch.setattr("planner.forecast.WHOLE_PROGRAM_MAX_OPTIONS", 0)
+    return request.param
+
+
 ONE = [{"id": "a", "tokens": 2000, "reuses_per_month": 1000, "prompt_tokens": 100, "output_tokens": 100}]
 
 
@@ -52,7 +60,7 @@ def test_monthly_reuses_from_columns_table_and_growth():
     assert grown[0] == pytest.approx([1000, 1100, 1210])
 
 
-def test_a_one_month_forecast_equals_the_plan():
+def test_a_one_month_forecast_equals_the_plan(method):
     w = parse_workload(yaml.safe_load((ROOT / "examples/chatbot-prompts/workload.yaml").read_text()) | {
         "contexts_file": str(ROOT / "examples/chatbot-prompts/contexts.csv")}, "w.yaml", MODELS, Path("/"))
     aws = load_catalog("aws", MODELS)
@@ -66,11 +74,12 @@ def test_a_one_month_forecast_equals_the_plan():
     (12, 9.9, True), (12, 10.1, False),   # a 12-month term inside a 12-month horizon: reserved < on-demand
     (6, 4.9, True), (6, 5.1, False),      # a 12-month term for 6 months of need: 12 · p < 6 · 10
 ])
-def test_reserving_pays_off_exactly_when_the_term_costs_less(months, price, reserves):
+def test_reserving_pays_off_exactly_when_the_term_costs_less(months, price, reserves, method):
     catalog = box_catalog(on_demand=10.0, reserved_1y=price)
     result = forecast(workload(ONE), catalog, months=months, commitments=("reserved_1y",), gap=1e-9)
     bought = sum(p["instances"] for p in result["purchases"])
     assert bought == (1 if reserves else 0)
+    assert result["lower_bound_usd"] <= result["objective_usd"] * (1 + 1e-9)
     on_demand = months * 10.0 * H
     assert result["all_on_demand_usd"] == pytest.approx(on_demand)
     if reserves:
@@ -89,7 +98,7 @@ OBJECT = {"name": "obj", "kind": "object", "price_gb_month": 0.023, "read_reques
           "object_tokens": 1000}
 
 
-def test_a_move_into_a_tier_is_charged_once():
+def test_a_move_into_a_tier_is_charged_once(method):
     """Reuse jumps in month 3: the context moves from recomputing to object storage once, paying one write
     (objects · PUT; the tier charges no transfer), and stays."""
     context = dict(ONE[0], tokens=20_000, reuses_m1=0.5, reuses_m2=0.5, reuses_m3=50_000, reuses_m4=50_000,
@@ -104,7 +113,7 @@ def test_a_move_into_a_tier_is_charged_once():
     assert sum(m["moves_usd"] for m in result["months"]) == pytest.approx(write)
 
 
-def test_a_steady_workload_keeps_its_placement():
+def test_a_steady_workload_keeps_its_placement(method):
     contexts = [dict(ONE[0], id=f"c{i}", tokens=3000 + 4000 * i, reuses_per_month=200 * (i + 1)) for i in range(6)]
     catalog = box_catalog(tiers=[OBJECT, {"name": "host", "kind": "host_memory"}, {"name": "hbm", "kind": "hbm"}])
     result = forecast(workload(contexts), catalog, months=4, gap=1e-9)
