@@ -432,9 +432,20 @@ def _discounted(discounts: Section, offerings: list) -> list:
     for key, fraction in fractions.items():
         if fraction >= 1:
             raise InputError(discounts.where(key), f"expected a fraction below 1, found {fraction!r}")
+    if not isinstance(offerings, list):
+        return offerings  # parse_catalog names what is wrong with it
     result = []
     for offering in offerings:
-        prices = dict(offering.get("price_per_hour") or {})
+        if not isinstance(offering, dict):
+            result.append(offering)
+            continue
+        prices = offering.get("price_per_hour")
+        if not isinstance(prices, dict):  # a bare number is the on-demand price; anything else is reported later
+            if not isinstance(prices, (int, float)) or isinstance(prices, bool):
+                result.append(offering)
+                continue
+            prices = {"on_demand": prices}
+        prices = dict(prices)
         for key, fraction in fractions.items():
             value = prices.get(key)
             if isinstance(value, dict):

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from planner.catalog import known_gpus, load_catalog, load_models, parse_catalog
 from planner.cli import main
+from planner.errors import InputError
 from planner.skypilot import import_offerings, read_csvs
 from planner.validate import sanity_warnings
 
@@ -217,3 +218,13 @@ def test_catalogs_list_and_show():
     shown = runner.invoke(main, ["catalogs", "show", "aws", "--gpu", "H100"])
     assert shown.exit_code == 0 and "p5.48xlarge" in shown.output and "g5.xlarge" not in shown.output
     assert "s3_standard" in shown.output and "estimated" in shown.output
+
+
+@pytest.mark.parametrize("offerings", [None, [None], [{"name": "x", "price_per_hour": "cheap"}]])
+def test_discounts_on_broken_offerings_give_an_input_error(tmp_path, offerings):
+    """Found by hypothesis: a discount over missing or malformed offerings used to crash (TypeError)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": "c", "as_of": "2026-11-26", "discounts": {"on_demand": 0.1},
+                                    "offerings": offerings, "tiers": []}))
+    with pytest.raises(InputError, match=str(path)):
+        load_catalog(str(path), MODELS)
