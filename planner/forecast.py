@@ -350,7 +350,7 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
     passes = 1 + bool(hz.committed) + bool(hz.committed or np.isfinite(hz.spot_price).any())
     solves_left = [passes * M]
 
-    def each_month(prices: np.ndarray, paid: np.ndarray) -> list[Solution] | None:
+    def each_month(prices: np.ndarray, paid: np.ndarray, label: str = "") -> list[Solution] | None:
         solutions: list[Solution] = []
         for m in range(M):  # each month starts from the previous month's plan: same options, close numbers
             start = _start_values(solutions[-1], paid[m - 1]) if solutions else None
@@ -360,7 +360,7 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
             if not solution.has_plan:
                 return None
             solutions.append(solution)
-            progress(f"month {m + 1}: ${solution.objective:,.2f} ({solution.status})")
+            progress(f"month {m + 1}{label}: ${solution.objective:,.2f} ({solution.status})")
         return solutions
 
     solutions = each_month(marginal, prepaid)
@@ -374,7 +374,7 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
         counts, buys = _commit(hz, np.array([s.n for s in solutions]), solver)
     if hz.committed or np.isfinite(hz.spot_price).any():
         cheapest = np.nanmin(np.vstack([F.price, hz.spot_price] + list(hz.committed.values())), axis=0)
-        at_cheapest = each_month(cheapest, np.zeros_like(prepaid))
+        at_cheapest = each_month(cheapest, np.zeros_like(prepaid), " at the cheapest prices (for the bound)")
         bounds = [None] if at_cheapest is None else [s.lower_bound for s in at_cheapest]
     months = [dataclasses.replace(s, n=sum(c.values())) for s, c in zip(solutions, counts)]
     bound = None if any(b is None for b in bounds) else float(sum(bounds))
