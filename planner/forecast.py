@@ -274,8 +274,9 @@ def forecast(workload: Workload, catalog: Catalog, *, months: int, growth: float
         raise Infeasible(_over_budget(hz, result))
     if commitments:
         plain = dataclasses.replace(hz, spot_price=np.full_like(hz.spot_price, np.nan), committed={}, budget=None)
-        on_demand = _solve(plain, solver, gap, time_limit, silent)
-        if on_demand is not None:
+        on_demand_only = not plan.buys and not any(c["spot"].any() for c in plan.counts)
+        on_demand = plan if on_demand_only else _solve(plain, solver, gap, time_limit, silent)
+        if on_demand is not None:  # a plan that commits to nothing is the all-on-demand plan: no second solve
             result["all_on_demand_usd"] = _report(plain, on_demand)["total_usd"]
             result["commitment_savings_usd"] = result["all_on_demand_usd"] - result["objective_usd"]
     result["seconds"] = round(time.perf_counter() - clock, 3)
@@ -372,8 +373,8 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
         prepaid = np.array([sum(counts_m[c] for c in hz.committed) for counts_m in counts])
         solutions = each_month(marginal, prepaid) or solutions
         counts, buys = _commit(hz, np.array([s.n for s in solutions]), solver)
-    if hz.committed or np.isfinite(hz.spot_price).any():
-        cheapest = np.nanmin(np.vstack([F.price, hz.spot_price] + list(hz.committed.values())), axis=0)
+    cheapest = np.nanmin(np.vstack([F.price, hz.spot_price] + list(hz.committed.values())), axis=0)
+    if not np.allclose(cheapest, marginal, equal_nan=True):  # else the first pass's bounds are at these prices
         at_cheapest = each_month(cheapest, np.zeros_like(prepaid), " at the cheapest prices (for the bound)")
         bounds = [None] if at_cheapest is None else [s.lower_bound for s in at_cheapest]
     months = [dataclasses.replace(s, n=sum(c.values())) for s, c in zip(solutions, counts)]
