@@ -18,7 +18,7 @@ from .catalog import PRICINGS, bundled_dir, known_gpus, load_catalog, load_model
 from .compare import compare
 from .errors import Infeasible, InputError
 from .fields import Section, load_yaml
-from .plan import make_plan, reprice
+from .plan import METHODS, SCALE_CLASSES, make_plan, reprice
 from .report import comparison, contexts_frame, spreadsheet_safe, summary, table
 from .skypilot import import_offerings, read_csvs
 from .validate import sanity_warnings
@@ -107,10 +107,13 @@ def main() -> None:
               "with what it would take.")
 @click.option("--timing", is_flag=True, help="Record the solver's wall time in the plan (then plans of the same "
               "inputs are no longer byte-identical).")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="exact: one program over every context class and option; scale: the engine for many contexts "
+              f"(a per-context plan with a proven lower bound); auto: scale above {SCALE_CLASSES:,} context classes.")
 @command
 def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str, time_limit: float, gap: float,
                  as_json: bool, out: Path | None, force: bool, no_baselines: bool, budget: float | None, timing: bool,
-                 quiet: bool) -> None:
+                 method: str, quiet: bool) -> None:
     """Plan WORKLOAD (a workload YAML) on a catalog: the cheapest placement and fleet that meet the SLOs."""
     if out is not None and (out / "plan.json").exists() and not force:
         raise InputError(str(out / "plan.json"), "exists; pass --force to overwrite it")
@@ -125,7 +128,7 @@ def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str
                    f"{len(catalog.tiers)} tiers) with {solver}...", err=True)
     result = make_plan(work, catalog, solver=solver, gap=gap, time_limit=time_limit, baselines=not no_baselines,
                        progress=(lambda message: None) if quiet else (lambda message: click.echo(message, err=True)),
-                       timing=timing, budget=budget)
+                       timing=timing, budget=budget, method=method)
     if out is not None:
         write_atomic(out / "contexts.csv", contexts_frame(result).to_csv(index=False))
         write_atomic(out / "plan.json", plan_text(result))

@@ -323,34 +323,30 @@ def silent(message: str) -> None:
     """A progress callback that says nothing."""
 
 
+METHODS = ("auto", "exact", "scale")
+SCALE_CLASSES = 2000  # method auto: above this many context classes, the scale engine (planner/scale.py)
+
+
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
               time_limit: float | None = None, baselines: bool | tuple[str, ...] = True,
-              progress: Callable[[str], None] = silent, timing: bool = False, budget: float | None = None) -> dict:
+              progress: Callable[[str], None] = silent, timing: bool = False, budget: float | None = None,
+              method: str = "auto") -> dict:
     """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines
-    (all of them, none, or those named). Identical inputs give identical plans; the solver's wall time, which
-    does not repeat, is recorded only with `timing`."""
+    (all of them, none, or those named). `method`: exact (one program over every class and option), scale
+    (planner/scale.py: per-context plans for many contexts, with a proven bound), or auto (scale above
+    SCALE_CLASSES classes). Identical inputs give identical plans; the solver's wall time, which does not
+    repeat, is recorded only with `timing`."""
     model = prepare(workload, catalog)
     if not model.fleet.serves.any():
         reasons = sorted({model.fleet.why_not(g, workload.pricing) for g in range(len(model.fleet.names))})
         raise Infeasible(f"no offering of {catalog.name} can serve {model.card.name}: {'; '.join(reasons)}")
-    table = option_table(model)
-    background = background_table(model)
-    progress(f"{len(model.demand.count)} context classes, {int(table.allowed.sum())} options within SLO")
-    unplaceable = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
-    if len(unplaceable):
-        n = int(model.demand.count[unplaceable].sum())
-        raise Infeasible(f"{n} context(s) cannot meet their SLO with any option:\n"
-                         + diagnose_unplaceable(model, table, unplaceable))
-    if len(model.background.count) and not background.allowed.any():
-        best = np.argmin(np.where(background.available, background.ttft_s, np.inf))
-        raise Infeasible("background traffic cannot meet the SLO on any offering: best TTFT "
-                         f"{background.ttft_s[best]:.3f} s on {model.fleet.names[background.g[best]]}, "
-                         f"SLO {workload.ttft_slo_s:g} s")
-    everything = np.ones(len(table.k), dtype=bool)
-    placement, solution, _ = solve_restricted(model, table, background, everything, solver=solver, gap=gap,
-                                              time_limit=time_limit)
+    if method == "scale" or (method == "auto" and len(model.demand.count) > SCALE_CLASSES):
+        restricted, names = _scale_solver(model, gap, time_limit, progress), baseline_names(model)
+    else:
+        restricted, names = _exact_solver(model, solver, gap, time_limit, progress)
+    placement, solution, reason = restricted(None)
     if placement is None:
-        raise Infeasible(_explain_failure(model, table, background, solution, solver, gap, time_limit))
+        raise Infeasible(reason)
     priced = price(model, placement)
     progress(f"plan: ${priced.total:,.2f} per month ({solution.status}, {solution.seconds:.1f} s)")
     if budget is not None and priced.total > budget:
@@ -358,11 +354,10 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
     notes: list[str] = []
     baseline_rows: dict[str, dict] = {}
     if baselines:
-        for name, mask in baseline_masks(model, table).items():
+        for name in names:
             if baselines is not True and name not in baselines:
                 continue
-            base_placement, base_solution, reason = solve_restricted(
-                model, table, background, mask, solver=solver, gap=gap, time_limit=time_limit)
+            base_placement, base_solution, reason = restricted(name)
             if base_placement is None:
                 baseline_rows[name] = {"total_usd": None, "feasible": False, "reason": reason}
                 progress(f"baseline {name}: infeasible ({reason})")
@@ -380,6 +375,98 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
                 row["savings_usd"] = row["total_usd"] - priced.total
                 row["savings_ratio"] = row["total_usd"] / priced.total if priced.total > 0 else None
     return to_json(model, placement, priced, solution, baseline_rows, notes, timing)
+
+
+def baseline_names(model: Model) -> list[str]:
+    return ["all_recompute", *model.tiers.names[1:], "rule_of_thumb"]
+
+
+def _exact_solver(model: Model, solver: str, gap: float, time_limit: float | None,
+                  progress: Callable[[str], None]):
+    """The exact program: (solve(restriction name or None), baseline names)."""
+    table = option_table(model)
+    background = background_table(model)
+    progress(f"{len(model.demand.count)} context classes, {int(table.allowed.sum())} options within SLO")
+    unplaceable = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
+    if len(unplaceable):
+        n = int(model.demand.count[unplaceable].sum())
+        raise Infeasible(f"{n} context(s) cannot meet their SLO with any option:\n"
+                         + diagnose_unplaceable(model, table, unplaceable))
+    _check_background(model, background)
+    masks = baseline_masks(model, table)
+
+    def restricted(name: str | None):
+        keep = np.ones(len(table.k), dtype=bool) if name is None else masks[name]
+        placement, solution, reason = solve_restricted(model, table, background, keep, solver=solver, gap=gap,
+                                                       time_limit=time_limit)
+        if placement is None and name is None:
+            reason = _explain_failure(model, table, background, solution, solver, gap, time_limit)
+        return placement, solution, reason
+    return restricted, list(masks)
+
+
+def _check_background(model: Model, background: Options) -> None:
+    if len(model.background.count) and not background.allowed.any():
+        best = np.argmin(np.where(background.available, background.ttft_s, np.inf))
+        raise Infeasible("background traffic cannot meet the SLO on any offering: best TTFT "
+                         f"{background.ttft_s[best]:.3f} s on {model.fleet.names[background.g[best]]}, "
+                         f"SLO {model.workload.ttft_slo_s:g} s")
+
+
+def _scale_solver(model: Model, gap: float, time_limit: float | None, progress: Callable[[str], None]):
+    """The scale engine (planner/scale.py); baselines are the same restrictions, per class and tier."""
+    from . import scale
+
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    K, T = len(model.demand.count), len(model.tiers.names)
+    stored = np.arange(T) != RECOMPUTE
+
+    def restricted(name: str | None):
+        states, allowed = (0, 1), None
+        if name == "all_recompute":
+            states, allowed = (0,), np.broadcast_to(~stored, (K, T)).copy()
+        elif name == "rule_of_thumb":
+            wants_store = model.demand.reuses_per_month > model.workload.hours_per_month
+            allowed = stored[None, :] == wants_store[:, None]
+        elif name is not None:
+            allowed = np.broadcast_to(np.arange(T) == model.tiers.index(name), (K, T)).copy()
+        result = scale.solve(inputs, model.demand, model.background, states=states, allowed=allowed, gap=gap,
+                             time_limit=time_limit, progress=progress if name is None else silent)
+        if result.status == "unplaceable" and name == "rule_of_thumb" and len(result.unplaceable):
+            allowed[result.unplaceable] = True  # where the rule's choice meets no SLO, the other one
+            result = scale.solve(inputs, model.demand, model.background, allowed=allowed, gap=gap,
+                                 time_limit=time_limit)
+        if result.status == "unplaceable":
+            if name is not None:
+                return None, None, f"{model.demand.count[result.unplaceable].sum()} contexts meet no SLO this way"
+            _check_background(model, background_table(model))
+            classes = result.unplaceable
+            table = _class_table(model, classes)
+            raise Infeasible(f"{int(model.demand.count[classes].sum())} context(s) cannot meet their SLO with any "
+                             f"option:\n" + diagnose_unplaceable(model, table, classes))
+        if result.objective is None:
+            return None, None, result.reason
+        rows = np.repeat(np.arange(len(result.classes)), result.contexts)
+        rows = rows[np.lexsort((rows, result.classes[rows]))]          # by class, in row order
+        order = np.argsort(model.context_class, kind="stable")
+        offering, tier = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
+        offering[order], tier[order] = result.offering[rows], result.tier[rows]
+        placement = Placement(offering, tier, result.instances, result.hbm_cache, result.background_share,
+                              result.nodes)
+        bound = min(result.bound, result.objective)
+        gap_value = max(0.0, (result.objective - bound) / max(abs(result.objective), 1e-12))
+        status = "optimal" if gap_value <= gap else "feasible"
+        empty = np.zeros(0)
+        solution = Solution(status, result.objective, bound, gap_value, result.seconds, "highs (scale engine)",
+                            empty, empty, result.instances, result.hbm_cache, result.nodes)
+        return placement, solution, ""
+    return restricted
+
+
+def _class_table(model: Model, classes: np.ndarray) -> Options:
+    """Every option of the given classes (for diagnosing them)."""
+    k, g, t, c = grid(len(classes), len(model.fleet.names), len(model.tiers.names))
+    return model.options(classes[k], g, t, c)
 
 
 def _over_budget(model: Model, priced: Priced, budget: float, solution: Solution) -> str:

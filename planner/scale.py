@@ -1,0 +1,1258 @@
+"""Planning many contexts (issue #6): a per-context plan for up to millions of contexts, with a proven bound.
+
+The exact program (formulation.py) has one variable per context class and option; past a few thousand classes
+building and branching it takes minutes. This engine plans the same program (MODEL.md §5, §6) in steps:
+
+1. Buckets and prices. Classes are grouped into at most MAX_BUCKETS buckets of similar ones (length, reuses,
+   prompt, output within a few per cent; SLOs exact where few), each represented by its count-weighted means.
+   The LP relaxation over the buckets, with each offering g split into a pool of instances that keep an HBM
+   cache (c = 1) and a pool that do not (c = 0), is solved by column generation; its row duals price every
+   capacity row: π_pr per unit of resource r (GPU-seconds/s, HBM/host/NVMe cache GB, network/block GB/s) of
+   pool p = (g, c), π_t per GB of a node-priced tier.
+2. Fleets. Candidate integer fleets come from rounding the LP and from Kelley's cutting planes on a master over
+   the integer fleet (cuts from the bucket LP at each fleet tried). Each is scored by the bucket LP with that
+   fleet (extra instances allowed at twice the price, then counted as bought whole); the best is planned.
+3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
+       L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
+   (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
+   covers (every class needs an instance of some pool that can serve it) has a minimum no plan can beat:
+   that is the lower bound. L is evaluated per context, exactly, in one pass over every option (`scan`):
+   buckets decide only how good the prices are, never whether the bound holds. Splitting pools by HBM state,
+   dropping the linking rows and relaxing integrality only relax further. Where passes are cheap (few
+   contexts), more cuts are added at the master's own fleets (Kelley's method).
+4. Plan. At the chosen fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
+   contexts, so its loads are exact; each context takes its bucket's choice (split buckets split by count).
+   Contexts without a choice, contexts on rows those choices overload, and the contexts closest to a tie are
+   then decided with the integer fleet by a MIP over each one's best few options at the prices, starting from
+   the LP's choices (so it always has a plan); every other context's load is fixed.
+5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
+
+Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
+vectors), from the same formulas as costmodel.evaluate; tests check the two agree option for option.
+Work limits are counts (rounds, branch-and-bound nodes), not seconds, so that identical inputs give identical
+plans; --time-limit still caps the whole run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .costmodel import (PATH_BLOCK, PATH_NETWORK, RECOMPUTE, Demand, Fleet, Options, Settings, Tiers,
+                        prefill_flops)
+from .catalog import ModelCard
+
+# Resources of a pool, in the order of π's columns.
+GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
+RESOURCES = ("GPU-s/s", "HBM GB", "host GB", "NVMe GB", "network GB/s", "block GB/s")
+NONE = -1
+MAX_BUCKETS = 1500      # buckets of the pricing LP
+FREE_CONTEXTS = 4000    # contexts the final MIP may move (those closest to a tie)
+CANDIDATES = 6          # options per free context in the final MIP, at least
+MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
+MAX_FREE = 20000        # classes the final MIP may move, at most
+MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
+KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
+PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    card: ModelCard
+    fleet: Fleet
+    tiers: Tiers
+    settings: Settings
+
+
+def tier_resource(tiers: Tiers) -> np.ndarray:
+    """The pool resource each tier's option uses besides GPU time (NONE for recompute). Node-priced tiers also
+    use their nodes' GB, priced per tier."""
+    kinds = np.asarray(tiers.kinds, dtype=object)
+    return np.select([kinds == "hbm", kinds == "host_memory", kinds == "local_nvme",
+                      tiers.path == PATH_NETWORK, tiers.path == PATH_BLOCK],
+                     [HBM, HOST, NVME, NETWORK, BLOCK], default=NONE)
+
+
+def capacities(fleet: Fleet) -> np.ndarray:
+    """cap[g, c, r]: resource r per instance of offering g in HBM state c (the cache exists only with c = 1)."""
+    G = len(fleet.names)
+    cap = np.zeros((G, 2, 6))
+    for c in (0, 1):
+        cap[:, c, GPU] = fleet.gpu_capacity
+        cap[:, c, HOST] = np.nan_to_num(fleet.host_cache_gb)
+        cap[:, c, NVME] = np.nan_to_num(fleet.nvme_cache_gb)
+        cap[:, c, NETWORK] = np.nan_to_num(fleet.network_cap_gbs)
+        cap[:, c, BLOCK] = np.nan_to_num(fleet.block_cap_gbs)
+    cap[:, 1, HBM] = fleet.hbm_cache_gb
+    return cap
+
+
+class Factored:
+    """Every option's cost, load and verdict for a set of context classes, one offering at a time.
+
+    Per class and tier, whatever the pool: direct cost (storage, network, requests), the amount used on the
+    tier's row (stored GB, or peak GB/s over the path), GB on a node-priced tier. Per offering: which tiers are
+    within TTFT and fit; per HBM state: the decode batch's verdict and the GPU load. Same formulas and order of
+    operations as costmodel.evaluate (tests check them option for option).
+    """
+
+    def __init__(self, inputs: Inputs, demand: Demand):
+        self.inputs, self.demand = inputs, demand
+        card, tiers, st = inputs.card, inputs.tiers, inputs.settings
+        s = card.kv_bytes_per_token
+        L = demand.tokens.astype(float)
+        P = demand.prompt_tokens.astype(float)
+        O = demand.output_tokens.astype(float)
+        f, w = demand.reuses_per_month, demand.writes_per_month
+        H = st.hours_per_month
+        self.size_gb = s * L / 1e9
+        self.flops_recompute = prefill_flops(card, L + P, 0)
+        self.flops_stored = prefill_flops(card, P, L)
+        self.flops_build = prefill_flops(card, L, 0)
+        self.kv_per_sequence = s * (L + P + O)
+        self.kv_read = s * (L + P)
+        self.O, self.f, self.w = O, f, w
+        self.peak = st.peak_to_mean / (H * 3600.0)
+        self.build_rate = w / (H * 3600.0)
+
+        t = np.arange(len(tiers.names))
+        self.stored = t != RECOMPUTE
+        self.kinds = np.asarray(tiers.kinds, dtype=object)
+        objects = np.where(tiers.object_tokens > 0, np.ceil(L[:, None] / np.maximum(tiers.object_tokens, 1)), 1.0)
+        size = self.size_gb[:, None]
+        storage = np.where(self.stored, size * tiers.price_gb_month * H / 730.0, 0.0)
+        requests = np.where(self.stored, objects * (f[:, None] * tiers.read_request_price
+                                                    + w[:, None] * tiers.write_request_price), 0.0)
+        network = np.where(self.stored, size * (f[:, None] * (tiers.retrieval_per_gb + tiers.transfer_per_gb)
+                                                + w[:, None] * tiers.transfer_per_gb), 0.0)
+        self.direct = storage + network + requests                       # (K, T)
+        self.resource = tier_resource(tiers)
+        remote = tiers.path != 0
+        self.use = np.where(remote, f[:, None] * self.peak * size, np.where(self.stored, size, 0.0))
+        self.node_gb = np.where(np.isfinite(tiers.node_gb) & self.stored, size, 0.0)
+
+    def offering(self, g: int) -> OnOffering | None:
+        """The options of offering g, or None where it cannot serve the model."""
+        inp, d = self.inputs, self.demand
+        F, tiers, st, card = inp.fleet, inp.tiers, inp.settings, inp.card
+        if not F.serves[g]:
+            return None
+        kinds, stored = self.kinds, self.stored
+        tp = float(F.tp[g])
+        rate = F.prefill_rate[g]
+        t_rec = self.flops_recompute / rate
+        t_sto = self.flops_stored / rate
+        t_build = self.flops_build / rate
+
+        path = np.select([kinds == "host_memory", kinds == "local_nvme", tiers.path == PATH_BLOCK,
+                          tiers.path == PATH_NETWORK],
+                         [F.pcie_gbps[g] * tp, F.local_nvme_gbps[g], F.block_storage_gbps[g] / 8,
+                          F.network_gbps[g] / 8], default=np.inf)
+        bandwidth = np.minimum(tiers.read_gbps, path)                          # (T,)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            load_s = np.where(stored & (kinds != "hbm"),
+                              tiers.first_byte_latency_s + self.size_gb[:, None] / bandwidth, 0.0)
+        t_prefill = np.where(stored, t_sto[:, None], t_rec[:, None])
+        ttft = np.where(tiers.overlap_load, np.maximum(load_s, t_prefill), load_s + t_prefill)
+        size = self.size_gb[:, None]
+        fits = np.select([kinds == "hbm", kinds == "host_memory", kinds == "local_nvme"],
+                         [size * F.replicas[g] <= F.hbm_cache_gb[g], size <= np.nan_to_num(F.host_cache_gb[g]),
+                          size <= np.nan_to_num(F.nvme_cache_gb[g])], default=True)
+        attached = np.isin(kinds, ("hbm", "host_memory", "local_nvme"))
+        reachable = ~np.isnan(bandwidth) & (bandwidth > 0) & (~attached | (st.mode == "provisioned"))
+        tiers_ok = fits & reachable & (ttft <= d.ttft_slo_s[:, None] * (1 + 1e-12))
+
+        states = {}
+        for c in (0, 1):
+            if c == 1 and not st.hbm_cache_possible:
+                continue
+            batch_share = (1.0 - F.hbm_cache_fraction[g]) if c == 1 else 1.0
+            space = batch_share * F.kv_space[g]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                batch = np.minimum(F.decode_batch[g], np.floor(max(space, 0) / self.kv_per_sequence))
+                t_step = (card.weight_read_bytes + batch * self.kv_read) / F.step_bandwidth[g]
+                decode = np.where(batch >= 1, self.O * tp * t_step / np.maximum(batch, 1), np.inf)
+            busy_rec = tp * t_rec + decode
+            busy_sto = tp * t_sto + decode
+            ok = (batch >= 1) & (t_step <= d.tpot_slo_s * (1 + 1e-12))
+            load = (self.f * self.peak * busy_rec, self.f * self.peak * busy_sto + self.build_rate * tp * t_build)
+            compute = None
+            if st.mode != "provisioned":
+                price = F.price[g] / F.gpus[g]
+                compute = (price * (self.f * busy_rec) / 3600.0,
+                           price * (self.f * busy_sto + self.w * tp * t_build) / 3600.0)
+            states[c] = (ok, load, compute)
+        return OnOffering(g, tiers_ok, kinds == "hbm", states)
+
+
+@dataclass(frozen=True)
+class OnOffering:
+    """One offering's options for every class: tiers_ok (K, T) and, per HBM state c, (ok (K,), GPU load of
+    (recompute, stored) options, per-use compute USD of them or None)."""
+    g: int
+    tiers_ok: np.ndarray
+    hbm_tier: np.ndarray
+    states: dict
+
+    def feasible(self, c: int) -> np.ndarray:
+        ok = self.states[c][0]
+        tiers_ok = self.tiers_ok if c == 1 else self.tiers_ok & ~self.hbm_tier
+        return tiers_ok & ok[:, None]
+
+    def matrix(self, pair: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """A (recompute, stored) pair of per-class values as a (K, T) matrix."""
+        recompute, stored = pair
+        out = np.repeat(stored[:, None], len(self.hbm_tier), axis=1)
+        out[:, RECOMPUTE] = recompute
+        return out
+
+
+def reduced_costs(fac: Factored, on: OnOffering, c: int, prices: Prices, base: np.ndarray,
+                  allowed: np.ndarray | None) -> np.ndarray:
+    """Each option's cost on pool (on.g, c) with its rows priced: inf where not allowed. `base` is
+    fac.direct plus the node-priced GB at their price (the same for every pool)."""
+    ok, load, compute = on.states[c]
+    pi = prices.pool[on.g, c]
+    tier_price = np.where(fac.resource >= 0, pi[np.maximum(fac.resource, 0)], 0.0)
+    rc = base + fac.use * tier_price
+    with np.errstate(invalid="ignore"):  # 0 · inf where no batch fits: masked below
+        rc[:, RECOMPUTE] += pi[GPU] * load[0]
+        rc[:, 1:] += (pi[GPU] * load[1])[:, None]
+    if compute is not None:
+        rc[:, RECOMPUTE] += compute[0]
+        rc[:, 1:] += compute[1][:, None]
+    feasible = on.feasible(c)
+    if allowed is not None:
+        feasible &= allowed
+    rc[~feasible] = np.inf
+    return rc
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Prices of the capacity rows (all >= 0): pool[g, c, r] per unit of resource r, node[t] per GB."""
+    pool: np.ndarray
+    node: np.ndarray
+
+    @staticmethod
+    def zero(G: int, T: int) -> Prices:
+        return Prices(np.zeros((G, 2, 6)), np.zeros(T))
+
+    def worth(self, fleet: Fleet, tiers: Tiers) -> tuple[np.ndarray, np.ndarray]:
+        """What one instance of each pool (G, 2) and one node of each tier (T,) is worth at these prices."""
+        return (self.pool * capacities(fleet)).sum(axis=2), self.node * np.nan_to_num(tiers.node_gb)
+
+
+# --- linear programs handed to HiGHS as arrays ----------------------------------------------------------------
+
+class _Program:
+    """Columns, rows and coefficients collected as numpy blocks, then handed to HiGHS column-wise."""
+
+    def __init__(self, n_rows: int):
+        self.n_rows = n_rows
+        self.row_lower = np.full(n_rows, -np.inf)
+        self.row_upper = np.full(n_rows, np.inf)
+        self.cost, self.lower, self.upper, self.integer = [], [], [], []
+        self.entries: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.n_cols = 0
+
+    def columns(self, cost, lower, upper, integer: bool = False) -> np.ndarray:
+        cost = np.asarray(cost, dtype=float)
+        ids = np.arange(self.n_cols, self.n_cols + len(cost))
+        self.cost.append(cost)
+        self.lower.append(np.broadcast_to(np.asarray(lower, dtype=float), cost.shape))
+        self.upper.append(np.broadcast_to(np.asarray(upper, dtype=float), cost.shape))
+        self.integer.append(np.full(len(cost), integer))
+        self.n_cols += len(cost)
+        return ids
+
+    def coefficients(self, rows, cols, values) -> None:
+        rows, cols, values = np.broadcast_arrays(np.asarray(rows, np.int64), np.asarray(cols, np.int64),
+                                                 np.asarray(values, dtype=float))
+        keep = values != 0
+        self.entries.append((rows[keep].ravel(), cols[keep].ravel(), values[keep].ravel()))
+
+    def highs(self, *, offset: float = 0.0, gap: float = 1e-6, time_limit: float | None = None):
+        """A HiGHS instance holding this program (quiet, seeded, tight tolerances)."""
+        import highspy
+
+        from .formulation import _silence_highs_banner
+
+        _silence_highs_banner()
+        rows = np.concatenate([e[0] for e in self.entries]) if self.entries else np.zeros(0, np.int64)
+        cols = np.concatenate([e[1] for e in self.entries]) if self.entries else np.zeros(0, np.int64)
+        vals = np.concatenate([e[2] for e in self.entries]) if self.entries else np.zeros(0)
+        order = np.lexsort((rows, cols))
+        lp = highspy.HighsLp()
+        lp.num_col_, lp.num_row_ = self.n_cols, self.n_rows
+        lp.col_cost_ = np.concatenate(self.cost)
+        lp.col_lower_ = np.concatenate(self.lower)
+        lp.col_upper_ = np.concatenate(self.upper)
+        lp.row_lower_, lp.row_upper_ = self.row_lower, self.row_upper
+        lp.offset_ = offset
+        matrix = lp.a_matrix_
+        matrix.format_ = highspy.MatrixFormat.kColwise
+        matrix.num_col_, matrix.num_row_ = self.n_cols, self.n_rows
+        matrix.start_ = np.searchsorted(cols[order], np.arange(self.n_cols + 1)).astype(np.int32)
+        matrix.index_ = rows[order].astype(np.int32)
+        matrix.value_ = vals[order]
+        integer = np.concatenate(self.integer)
+        if integer.any():
+            lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
+                               for i in integer]
+        h = highspy.Highs()
+        for option, value in (("output_flag", False), ("random_seed", 0), ("mip_rel_gap", gap),
+                              ("mip_abs_gap", 1e-9), ("mip_feasibility_tolerance", 1e-9),
+                              ("primal_feasibility_tolerance", 1e-9)):
+            h.setOptionValue(option, value)
+        if time_limit is not None:
+            h.setOptionValue("time_limit", float(max(time_limit, 1.0)))
+        h.passModel(lp)
+        return h
+
+    def solve(self, *, offset: float = 0.0, gap: float = 1e-6, time_limit: float | None = None,
+              start: np.ndarray | None = None, max_nodes: int | None = None):
+        """(status, column values, row duals, objective, dual bound); status: optimal | feasible | infeasible |
+        not_solved. `start`: a first solution to improve on."""
+        import highspy
+
+        h = self.highs(offset=offset, gap=gap, time_limit=time_limit)
+        if max_nodes is not None:
+            h.setOptionValue("mip_max_nodes", int(max_nodes))
+        if start is not None:
+            solution = highspy.HighsSolution()
+            solution.col_value = list(start)
+            solution.value_valid = True
+            h.setSolution(solution)
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        S = highspy.HighsModelStatus
+        if status in (S.kInfeasible, S.kUnboundedOrInfeasible):
+            return "infeasible", None, None, None, None
+        if info.primal_solution_status != 2:
+            return "not_solved", None, None, None, None
+        solution = h.getSolution()
+        mip = bool(np.concatenate(self.integer).any())
+        objective = info.objective_function_value
+        return ("optimal" if status == S.kOptimal else "feasible", np.array(solution.col_value),
+                None if mip else np.array(solution.row_dual), objective, info.mip_dual_bound if mip else objective)
+
+
+# --- buckets of similar contexts, for the prices ---------------------------------------------------------------
+
+def _log_bins(values: np.ndarray, width: float) -> np.ndarray:
+    return np.floor(np.log1p(np.maximum(values, 0.0)) / np.log1p(width)).astype(np.int64)
+
+
+def buckets(demand: Demand, limit: int = MAX_BUCKETS) -> tuple[Demand, np.ndarray]:
+    """At most `limit` buckets of similar classes (coarser bins until they fit), each represented by its
+    count-weighted means (tokens rounded; the tightest SLOs in it); and each class's bucket."""
+    K = len(demand.count)
+    slo_codes = []
+    for slo in (demand.ttft_slo_s, demand.tpot_slo_s):
+        values, code = np.unique(slo, return_inverse=True)
+        slo_codes.append(code if len(values) <= 16 else _log_bins(np.where(np.isfinite(slo), slo, 1e9), 0.1))
+    width = 0.05
+    while True:
+        key = np.column_stack([_log_bins(demand.tokens, width), _log_bins(demand.reuses_per_month, 2 * width),
+                               _log_bins(demand.prompt_tokens, 4 * width), _log_bins(demand.output_tokens, 4 * width),
+                               _log_bins(demand.writes_per_month, 4 * width), *slo_codes])
+        _, of_class = np.unique(key, axis=0, return_inverse=True)
+        of_class = of_class.reshape(-1)
+        B = int(of_class.max()) + 1 if K else 0
+        if B <= limit:
+            break
+        width *= 1.5
+    count = np.bincount(of_class, demand.count, B)
+
+    def mean(v):
+        return np.bincount(of_class, demand.count * v, B) / count
+
+    def tightest(v):
+        out = np.full(B, np.inf)
+        np.minimum.at(out, of_class, v)
+        return out
+
+    rep = Demand(tokens=np.maximum(np.round(mean(demand.tokens)), 1).astype(np.int64),
+                 prompt_tokens=np.round(mean(demand.prompt_tokens)).astype(np.int64),
+                 output_tokens=np.round(mean(demand.output_tokens)).astype(np.int64),
+                 reuses_per_month=mean(demand.reuses_per_month), writes_per_month=mean(demand.writes_per_month),
+                 ttft_slo_s=tightest(demand.ttft_slo_s), tpot_slo_s=tightest(demand.tpot_slo_s),
+                 count=count.astype(np.int64))
+    return rep, of_class
+
+
+def _tier_groups(inputs: Inputs) -> list[np.ndarray]:
+    """Tiers that use the same rows (same pool resource, same node-priced tier): within a pool, only the
+    cheapest feasible one of a group is ever worth choosing."""
+    res = tier_resource(inputs.tiers)
+    node = np.isfinite(inputs.tiers.node_gb)
+    keys = [(int(r), t if node[t] else -1) for t, r in enumerate(res)]
+    return [np.array([t for t, k in enumerate(keys) if k == key]) for key in dict.fromkeys(keys)]
+
+
+# --- step 1: prices from the LP over buckets (column generation) ----------------------------------------------
+
+@dataclass(frozen=True)
+class LPSolution:
+    prices: Prices
+    pools: np.ndarray          # instances per pool (G, 2)
+    objective: float
+    estimate: float            # the fleet's cost with any extra instances bought whole, plus placement
+    shares: np.ndarray         # per tabulated column: its value in the LP (0 where not in it)
+
+
+class BucketLP:
+    """The LP relaxation over buckets with split pools, by column generation: every undominated option of
+    every bucket is tabulated once; the LP holds those whose reduced cost was ever negative."""
+
+    def __init__(self, inputs: Inputs, rep: Demand, background: Demand, states: tuple[int, ...],
+                 allowed: np.ndarray | None):
+        self.inputs, self.rep, self.states = inputs, rep, states
+        F, B = inputs.fleet, len(rep.count)
+        fac = Factored(inputs, rep)
+        groups = _tier_groups(inputs)
+        table = []
+        rows = np.arange(B)
+        for g in range(len(F.names)):
+            on = fac.offering(g)
+            if on is None:
+                continue
+            for c in states:
+                ok, load, compute = on.states[c]
+                feasible = on.feasible(c) if allowed is None else on.feasible(c) & allowed
+                plain = fac.direct if compute is None else fac.direct + on.matrix(compute)
+                masked = np.where(feasible, plain, np.inf)
+                gpu = on.matrix(load)
+                for group in groups:  # within a group of tiers on one pool only the cheapest is worth having
+                    pick = group[np.argmin(masked[:, group], axis=1)]
+                    b = rows[np.isfinite(masked[rows, pick])]
+                    t = pick[b]
+                    table.append((b, np.full(len(b), g), np.full(len(b), c), t, plain[b, t], gpu[b, t],
+                                  fac.resource[t], fac.use[b, t], fac.node_gb[b, t]))
+        self.b, self.g, self.c, self.t, self.cost, self.gpu, self.r, self.use, self.node = (
+            np.concatenate(parts) for parts in zip(*table))
+        self.bg = []  # background options: (g, c, cost, gpu load)
+        if len(background.count):
+            bfac = Factored(inputs, background)
+            for g in range(len(F.names)):
+                on = bfac.offering(g)
+                for c in states if on is not None else ():
+                    if on.feasible(c)[0, RECOMPUTE]:
+                        ok, load, compute = on.states[c]
+                        self.bg.append((g, c, 0.0 if compute is None else float(compute[0][0]), float(load[0][0])))
+        self.active = np.zeros(len(self.b), bool)
+        self.col_of = np.full(len(self.b), -1, np.int64)
+        self.is_exact = np.zeros(len(self.b), bool)
+        self.group = np.zeros(len(inputs.tiers.names), np.int64)
+        for j, group in enumerate(groups):
+            self.group[group] = j
+        self.highs = None
+        import highspy
+        self._optimal = highspy.HighsModelStatus.kOptimal
+
+    def reduced(self, prices: Prices) -> np.ndarray:
+        """Per tabulated column: cost per context at the prices (resource rows priced)."""
+        pi = prices.pool[self.g, self.c]
+        return (self.cost + pi[:, GPU] * self.gpu
+                + np.where(self.r >= 0, pi[np.arange(len(self.r)), np.maximum(self.r, 0)], 0.0) * self.use
+                + prices.node[self.t] * self.node)
+
+    def exact(self, fleet: np.ndarray, prices: Prices, demand: Demand, of_class: np.ndarray,
+              allowed: np.ndarray | None, rounds: int = 4) -> LPSolution | None:
+        """The LP at `fleet` with the columns it uses priced on their bucket's own classes (each class on its
+        cheapest allowed tier of the column's group; the column's cost, load and use their count-weighted
+        means) instead of on the bucket's representative, until every column used is exact."""
+        from .costmodel import evaluate
+
+        inp = self.inputs
+        order = np.argsort(of_class, kind="stable")
+        bounds = np.searchsorted(of_class[order], np.arange(len(self.rep.count) + 1))
+        groups = _tier_groups(inp)
+        solution = self.solve(fleet, prices)
+        for _ in range(rounds):
+            if solution is None:
+                return None
+            todo = np.flatnonzero((solution.shares > 1e-9) & ~self.is_exact)
+            if len(todo) == 0:
+                break
+            members = [order[bounds[b]:bounds[b + 1]] for b in self.b[todo]]
+            tiers = [groups[self.group[t]] for t in self.t[todo]]
+            col = np.concatenate([np.full(len(m) * len(ts), j) for j, (m, ts) in enumerate(zip(members, tiers))])
+            k = np.concatenate([np.repeat(m, len(ts)) for m, ts in zip(members, tiers)])
+            t = np.concatenate([np.tile(ts, len(m)) for m, ts in zip(members, tiers)])
+            o = evaluate(inp.card, inp.fleet, inp.tiers, demand, inp.settings, k, self.g[todo][col], t,
+                         self.c[todo][col])
+            ok = o.allowed if allowed is None else o.allowed & allowed[k, t]
+            cost = np.where(ok, o.direct_usd, np.inf)
+            # each class's cheapest tier of the group: sort by (column, class, cost) and keep the first
+            pick = np.lexsort((cost, k, col))
+            first = pick[np.r_[True, (col[pick][1:] != col[pick][:-1]) | (k[pick][1:] != k[pick][:-1])]]
+            first = first[np.isfinite(cost[first])]
+            weight = demand.count[k[first]].astype(float)
+            r = self.r[todo][col[first]]
+            use = np.where((r == NETWORK) | (r == BLOCK), o.path_gbs[first], o.stored_gb[first])
+            node = np.where(np.isfinite(inp.tiers.node_gb[t[first]]), o.stored_gb[first], 0.0)
+            total = np.bincount(col[first], weight, len(todo))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = [np.bincount(col[first], weight * v, len(todo)) / total
+                         for v in (cost[first], o.gpu_load[first], use, node)]
+            self._update(todo, *means, usable=total > 0)
+            solution = self.solve(fleet, prices)
+        return solution
+
+    def _update(self, idx, cost, gpu, use, node, usable) -> None:
+        """New per-context coefficients for columns already in the LP (unusable ones held at 0)."""
+        provisioned = self.inputs.settings.mode == "provisioned"
+        self.is_exact[idx] = True
+        n_b = self.rep.count[self.b[idx]].astype(float)
+        for j, i in enumerate(idx):
+            col = int(self.col_of[i])
+            if not usable[j]:
+                self.highs.changeColBounds(col, 0.0, 0.0)
+                continue
+            self.cost[i], self.gpu[i], self.use[i], self.node[i] = cost[j], gpu[j], use[j], node[j]
+            self.highs.changeColCost(col, float(n_b[j] * cost[j]))
+            if provisioned:
+                first = self.cap_row + (self.g[i] * 2 + self.c[i]) * 6
+                self.highs.changeCoeff(int(first + GPU), col, float(n_b[j] * gpu[j]))
+                if self.r[i] >= 0:
+                    self.highs.changeCoeff(int(first + self.r[i]), col, float(n_b[j] * use[j]))
+            if node[j] > 0:
+                self.highs.changeCoeff(int(self.node_row + self.t[i]), col, float(n_b[j] * node[j]))
+
+    def cut(self, prices: Prices, open_pools: np.ndarray | None = None) -> float:
+        """The buckets' Lagrangian at `prices` (over the open pools alone, if given): a cut for the master
+        over the buckets, which proposes fleets (not a bound: buckets only approximate their contexts)."""
+        on = np.ones(len(self.b), bool) if open_pools is None else open_pools.ravel()[self.g * 2 + self.c]
+        best = np.full(len(self.rep.count), np.inf)
+        np.minimum.at(best, self.b[on], self.reduced(prices)[on])
+        has = np.bincount(self.b, minlength=len(self.rep.count)) > 0
+        value = float(np.dot(self.rep.count[has], best[has]))
+        if self.bg:
+            bg = [cost + prices.pool[g, c, GPU] * load for g, c, cost, load in self.bg
+                  if open_pools is None or open_pools[g, c]]
+            value += min(bg, default=np.inf)
+        return value
+
+    def covers(self) -> np.ndarray:
+        """The distinct sets of pools that can serve a bucket."""
+        reach = np.zeros((len(self.rep.count), len(self.inputs.fleet.names) * 2), bool)
+        reach[self.b, self.g * 2 + self.c] = True
+        return np.unique(reach[reach.any(axis=1)], axis=0)
+
+    def designated(self, shares: np.ndarray, of_class: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Per class: the (pool, group of tiers) the LP gives its bucket, coded pool * groups + group. A bucket
+        the LP splits is split over its classes in the same proportions (by count, in class order)."""
+        used = np.flatnonzero(shares > 1e-9)
+        used = used[np.lexsort((-shares[used], self.b[used]))]          # by bucket, largest share first
+        code = (self.g[used] * 2 + self.c[used]) * (self.group.max() + 1) + self.group[self.t[used]]
+        total = np.bincount(self.b[used], shares[used], len(self.rep.count))
+        cum = np.cumsum(shares[used])
+        start = np.r_[0.0, cum[:-1]] - np.r_[0.0, cum][np.searchsorted(self.b[used], self.b[used])]
+        ends = (start + shares[used]) / np.maximum(total[self.b[used]], 1e-12)   # cumulative share in bucket
+        order = np.lexsort((np.arange(len(of_class)), of_class))
+        position = np.cumsum(count[order]) - count[order] / 2.0               # midpoint of each class
+        bucket_total = np.bincount(of_class, count, len(self.rep.count))
+        before = np.r_[0.0, np.cumsum(bucket_total)[:-1]]
+        fraction = np.empty(len(of_class))
+        fraction[order] = (position - before[of_class[order]]) / np.maximum(bucket_total[of_class[order]], 1)
+        # the first column of the class's bucket whose cumulative share reaches the class's position
+        key = self.b[used] + np.minimum(ends, 1.0)
+        pick = np.searchsorted(key, of_class + np.minimum(fraction, 1.0 - 1e-12))
+        pick = np.minimum(pick, len(used) - 1)
+        out = np.where((len(used) > 0) & (self.b[used][pick] == of_class), code[pick], -1)
+        return out
+
+    def solve(self, fleet: np.ndarray | None, initial: Prices, rounds: int = 60) -> LPSolution:
+        """Prices (the LP's row duals), instances per pool (G, 2), and the LP's optimum. With `fleet` (G, 2)
+        the pools have those instances, and more at twice the price: on the open pools alone where that serves
+        every bucket, else on every pool."""
+        if fleet is not None:
+            result = self._solve(fleet, initial, rounds, only_open=True)
+            if result is not None:
+                return result
+        return self._solve(fleet, initial, rounds, only_open=False)
+
+    def _solve(self, fleet, initial, rounds, only_open):
+        if self.highs is None:
+            self._start(initial)
+        G = len(self.inputs.fleet.names)
+        own, extra = self.pool_cols
+        if fleet is None:
+            self._bounds(own, np.zeros(G * 2), np.full(G * 2, np.inf))
+            self._bounds(extra, np.zeros(G * 2), np.zeros(G * 2))
+        else:
+            self._bounds(own, fleet.ravel(), fleet.ravel())
+            opened = fleet.ravel() > 0 if only_open else np.ones(G * 2, bool)
+            self._bounds(extra, np.zeros(G * 2), np.where(opened, np.inf, 0.0))
+            if only_open:  # every option of every bucket on the open pools, so that feasibility is not missed
+                self._add(np.flatnonzero(~self.active & opened[self.g * 2 + self.c]))
+        counts = self.rep.count.astype(float)
+        B = len(counts)
+        for _ in range(rounds):
+            self.highs.run()
+            if self.highs.getModelStatus() != self._optimal:
+                return None
+            solution = self.highs.getSolution()
+            duals = np.array(solution.row_dual)
+            x = np.array(solution.col_value)
+            objective = self.highs.getInfo().objective_function_value
+            prices = Prices(np.maximum(-duals[self.cap_row:self.instance_row].reshape(G, 2, 6), 0.0),
+                            np.maximum(-duals[self.node_row:], 0.0))
+            rc = self.reduced(prices) * counts[self.b] - duals[:B][self.b]
+            entering = ~self.active & (rc < -1e-9 * max(abs(objective), 1.0) / max(B, 1))
+            if not entering.any():
+                break
+            idx = np.flatnonzero(entering)
+            idx = idx[np.lexsort((rc[idx], self.b[idx]))]
+            rank = np.arange(len(idx)) - np.searchsorted(self.b[idx], self.b[idx])
+            self._add(idx[rank < 3])  # up to three most negative columns per bucket
+        F, st = self.inputs.fleet, self.inputs.settings
+        extras = x[extra].reshape(G, 2)
+        pools = x[own].reshape(G, 2) + extras
+        price = np.nan_to_num(F.price)[:, None] * st.hours_per_month
+        # what the fleet would cost with the extras bought whole at the normal price
+        if fleet is None:  # every pool rounded up
+            estimate = float(objective + np.sum(price * (np.ceil(pools - 1e-9) - pools)))
+        else:  # the extras bought whole at the normal price
+            estimate = float(objective - np.sum(2 * price * extras) + np.sum(price * np.ceil(extras - 1e-9)))
+        shares = np.zeros(len(self.b))
+        on = self.col_of >= 0
+        shares[on] = x[self.col_of[on]]
+        return LPSolution(prices, pools, float(objective), estimate, shares)
+
+    def _bounds(self, cols: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        self.highs.changeColsBounds(len(cols), cols.astype(np.int32), lower, upper)
+
+    def _base(self, integer: bool) -> tuple[_Program, np.ndarray, np.ndarray]:
+        """The LP's rows and its fleet, node and background columns (no bucket options yet). Pool columns:
+        `own` instances (cost price·H) and `extra` instances (twice that), both held at 0 until solve()."""
+        F, tiers, st = self.inputs.fleet, self.inputs.tiers, self.inputs.settings
+        G, T, B = len(F.names), len(tiers.names), len(self.rep.count)
+        provisioned = st.mode == "provisioned"
+        self.cap_row = B + 1
+        self.instance_row = self.cap_row + G * 12
+        self.node_row = self.instance_row + G
+        prog = _Program(self.node_row + T)
+        # a bucket whose representative has no option (its classes may still have some) is left out
+        prog.row_lower[:B] = prog.row_upper[:B] = np.bincount(self.b, minlength=B) > 0
+        if self.bg:
+            prog.row_lower[B] = prog.row_upper[B] = 1.0
+        prog.row_upper[self.cap_row:] = 0.0
+        prog.row_upper[self.instance_row:self.node_row] = F.max_instances
+        cap = capacities(F)
+        price = np.nan_to_num(F.price) * st.hours_per_month
+        pools = [(g, c) for g in range(G) for c in (0, 1)]
+        own = prog.columns([price[g] for g, _ in pools], 0.0, 0.0, integer=integer)
+        extra = prog.columns([2 * price[g] for g, _ in pools], 0.0, 0.0)
+        if provisioned:
+            for cols in (own, extra):
+                for (g, c), col in zip(pools, cols):
+                    if F.serves[g] and c in self.states:
+                        prog.coefficients(self.cap_row + (g * 2 + c) * 6 + np.arange(6), col, -cap[g, c])
+                        prog.coefficients(self.instance_row + g, col, 1.0)
+        for nt in np.flatnonzero(np.isfinite(tiers.node_gb)):
+            col = prog.columns([tiers.node_price_per_hour[nt] * st.hours_per_month], 0.0, np.inf, integer=integer)
+            prog.coefficients(self.node_row + nt, col, -tiers.node_gb[nt])
+        for bg_g, bg_c, cost, load in self.bg:
+            col = prog.columns([cost], 0.0, 1.0)
+            prog.coefficients(B, col, 1.0)
+            if provisioned:
+                prog.coefficients(self.cap_row + (bg_g * 2 + bg_c) * 6 + GPU, col, load)
+        return prog, own, extra
+
+    def _start(self, initial: Prices) -> None:
+        """The LP in HiGHS, with each bucket's three cheapest options at the initial prices."""
+        prog, own, extra = self._base(integer=False)
+        self.pool_cols = (own, extra)
+        self.highs = prog.highs()
+        counts = self.rep.count.astype(float)
+        rc = self.reduced(initial) * counts[self.b]
+        order = np.lexsort((rc, self.b))
+        rank = np.arange(len(order)) - np.searchsorted(self.b[order], self.b[order])
+        self._add(order[rank < 3])
+
+    def _entries(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Tabulated columns as (cost, rows (n, k), values (n, k), kept (n, k)): their coefficients."""
+        provisioned = self.inputs.settings.mode == "provisioned"
+        n_b = self.rep.count[self.b[idx]].astype(float)
+        rows, values = [self.b[idx]], [np.ones(len(idx))]
+        if provisioned:
+            first = self.cap_row + (self.g[idx] * 2 + self.c[idx]) * 6
+            rows.append(first + GPU)
+            values.append(n_b * self.gpu[idx])
+            r = self.r[idx]
+            rows.append(np.where(r >= 0, first + np.maximum(r, 0), -1))
+            values.append(np.where(r >= 0, n_b * self.use[idx], 0.0))
+        rows.append(np.where(self.node[idx] > 0, self.node_row + self.t[idx], -1))
+        values.append(n_b * self.node[idx])
+        rows, values = np.column_stack(rows), np.column_stack(values)
+        return n_b * self.cost[idx], rows, values, (rows >= 0) & (values != 0)
+
+    def _add(self, idx: np.ndarray) -> None:
+        """Add tabulated columns to the LP."""
+        idx = np.sort(idx)
+        self.active[idx] = True
+        self.col_of[idx] = self.highs.getNumCol() + np.arange(len(idx))
+        cost, rows, values, keep = self._entries(idx)
+        counts = keep.sum(axis=1)
+        starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int32)
+        self.highs.addCols(len(idx), cost, np.zeros(len(idx)), np.ones(len(idx)),
+                           int(counts.sum()), starts, rows[keep].astype(np.int32), values[keep])
+
+
+# --- step 2: the bound (Lagrangian cuts and a master over the fleet) -----------------------------------------------
+
+@dataclass(frozen=True)
+class Scan:
+    value: float               # Σ_i min_o (c_io + π·u_io) + the background's: the cut's constant
+    open_value: float          # the same over the open pools alone (inf where they cannot serve everything)
+    best_id: np.ndarray        # per class: its cheapest option over every pool (-1: none allowed)
+    cand_rc: np.ndarray        # (K, CANDIDATES): cheapest options on the plan's pools, ascending
+    cand_id: np.ndarray        # their codes (g * 2 + c) * T + t, -1 where none
+    designated: np.ndarray     # per class: its bucket's choice in the LP, on this class (-1: none or not allowed)
+    open: np.ndarray           # (G, 2) the pools open_value is over
+    also: list                 # the Lagrangian value at each of the other prices asked for
+    background_ids: np.ndarray  # background options on the plan's pools: codes
+    covers: np.ndarray         # (patterns, G * 2) bool: the distinct sets of pools that can serve a class
+
+
+def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, states: tuple[int, ...],
+         pools: np.ndarray, allowed: np.ndarray | None, keep: int | None = None,
+         open_pools: np.ndarray | None = None, designated: np.ndarray | None = None,
+         also: tuple[Prices, ...] = ()) -> Scan:
+    """One pass over every class and option at `prices`: the Lagrangian value (over every pool), and the
+    `keep` cheapest options of each class on the pools the plan may use (`pools`: (G, 2) bool)."""
+    F, T = inputs.fleet, len(inputs.tiers.names)
+    K = len(demand.count)
+    fac = Factored(inputs, demand)
+    groups = _tier_groups(inputs)
+    if keep is None:  # as many options per class as the final MIP can take for its free classes
+        keep = max(CANDIDATES, MIP_COLUMNS // max(min(K, FREE_CONTEXTS), 1))
+    keep = max(2, min(keep, int(pools.sum()) * len(groups)))
+    base = fac.direct + fac.node_gb * prices.node
+    open_pools = np.zeros((len(F.names), 2), bool) if open_pools is None else open_pools
+    designated_id = np.full(K, -1, np.int64)
+    also_base = [fac.direct + fac.node_gb * other.node for other in also]
+    also_best = [np.full(K, np.inf) for _ in also]
+    best, best_id, open_best = np.full(K, np.inf), np.full(K, -1, np.int64), np.full(K, np.inf)
+    cand_rc, cand_id = np.full((K, keep), np.inf), np.full((K, keep), -1, np.int64)
+    rows = np.arange(K)
+    reach = np.zeros((K, len(F.names) * 2), bool)
+    for g in range(len(F.names)):
+        on = fac.offering(g)
+        if on is None:
+            continue
+        for c in states:
+            for j, other in enumerate(also):
+                np.minimum(also_best[j], reduced_costs(fac, on, c, other, also_base[j], allowed).min(axis=1),
+                           out=also_best[j])
+            rc = reduced_costs(fac, on, c, prices, base, allowed)
+            code = (g * 2 + c) * T
+            first = rc.argmin(axis=1)
+            low = rc[rows, first]
+            reach[:, g * 2 + c] = np.isfinite(low)
+            if open_pools[g, c]:
+                np.minimum(open_best, low, out=open_best)
+            better = low < best
+            best[better], best_id[better] = low[better], code + first[better]
+            if not pools[g, c]:
+                continue
+            # the pool's cheapest option of each group of tiers (e.g. recompute, host memory, object storage)
+            pick = np.column_stack([group[rc[:, group].argmin(axis=1)] for group in groups])
+            if designated is not None:
+                mine = np.flatnonzero(designated // len(groups) == g * 2 + c)
+                chosen = pick[mine, designated[mine] % len(groups)]
+                ok = np.isfinite(rc[mine, chosen])
+                designated_id[mine[ok]] = code + chosen[ok]
+            merged_rc = np.column_stack([cand_rc, np.take_along_axis(rc, pick, axis=1)])
+            merged_id = np.column_stack([cand_id, code + pick])
+            top = np.argpartition(merged_rc, keep - 1, axis=1)[:, :keep]
+            cand_rc = np.take_along_axis(merged_rc, top, axis=1)
+            cand_id = np.take_along_axis(merged_id, top, axis=1)
+    order = np.lexsort((cand_id, cand_rc), axis=1)
+    cand_rc, cand_id = np.take_along_axis(cand_rc, order, axis=1), np.take_along_axis(cand_id, order, axis=1)
+    cand_id[~np.isfinite(cand_rc)] = -1
+    best_id[~np.isfinite(best)] = -1
+
+    value = float(np.dot(demand.count, best))
+    open_value = float(np.dot(demand.count, open_best)) if open_pools.any() else np.inf
+    also_values = [float(np.dot(demand.count, b)) for b in also_best]
+    bg_ids = np.zeros(0, np.int64)
+    if len(background.count):
+        bfac = Factored(inputs, background)
+        bbase = bfac.direct + bfac.node_gb * prices.node
+        costs, ids, open_costs = [np.inf], [], [np.inf]
+        bg_reach = np.zeros((1, len(F.names) * 2), bool)
+        for g in range(len(F.names)):
+            on = bfac.offering(g)
+            for c in states if on is not None else ():
+                rc = reduced_costs(bfac, on, c, prices, bbase, None)[0, RECOMPUTE]
+                if np.isfinite(rc):
+                    costs.append(rc)
+                    bg_reach[0, g * 2 + c] = True
+                    if open_pools[g, c]:
+                        open_costs.append(rc)
+                    if pools[g, c]:
+                        ids.append((g * 2 + c) * T + RECOMPUTE)
+        value += min(costs)
+        open_value += min(open_costs)
+        for j, other in enumerate(also):
+            bbase_other = bfac.direct + bfac.node_gb * other.node
+            also_values[j] += min([np.inf] + [
+                reduced_costs(bfac, on, c, other, bbase_other, None)[0, RECOMPUTE]
+                for on in filter(None, (bfac.offering(g) for g in range(len(F.names)))) for c in states])
+        bg_ids = np.array(ids, np.int64)
+        reach = np.vstack([reach, bg_reach])
+    reach = reach[reach.any(axis=1)]
+    packed = np.ascontiguousarray(np.packbits(reach, axis=1))
+    _, first = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_index=True)
+    covers = reach[np.sort(first)]
+    return Scan(value, open_value, best_id, cand_rc, cand_id, designated_id, open_pools, also_values, bg_ids,
+                covers)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """θ >= value − worth·n − node_worth·m: for a fixed fleet the placement costs at least the Lagrangian at
+    any prices. With `open` (G * 2 bool), the value was taken over those pools alone, so the cut holds only for
+    fleets that open no other pool (it is lifted by `value` per other pool opened)."""
+    value: float
+    worth: np.ndarray
+    node_worth: np.ndarray
+    open: np.ndarray | None = None
+
+
+def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[int, ...],
+           time_limit: float | None) -> tuple[float, np.ndarray, np.ndarray]:
+    """min Σ price·H·n + Σ node price·H·m + θ over integer pools n (G, 2) and nodes m, with θ >= 0, the cuts,
+    and Σ_{p in S} n_p >= 1 for every set S of pools that alone can serve some class (a class is served by an
+    instance). Every plan satisfies all of these, so the minimum is a lower bound on every plan. Returns the
+    bound and the (n, m) that attains it."""
+    F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
+    G, T = len(F.names), len(tiers.names)
+    serving = [(g, c) for g in np.flatnonzero(F.serves) for c in states] if st.mode == "provisioned" else []
+    code = np.array([g * 2 + c for g, c in serving], np.int64)
+    node_t = np.flatnonzero(np.isfinite(tiers.node_gb))
+    covers = list(covers) if serving else []
+    finite = [cut for cut in cuts if np.isfinite(cut.value)]
+    for cut in cuts:  # no plan on these pools alone: open another
+        if not np.isfinite(cut.value) and cut.open is not None:
+            covers.append(~cut.open)
+    lifted = any(cut.open is not None for cut in finite) and len(serving) > 0
+    n_cuts, n_covers, n_links = len(finite), len(covers), (2 * len(serving) if lifted else 0)
+    prog = _Program(n_cuts + G + n_covers + n_links)
+    prog.row_lower[:n_cuts] = [cut.value for cut in finite]
+    prog.row_upper[n_cuts:n_cuts + G] = F.max_instances
+    prog.row_lower[n_cuts + G:n_cuts + G + n_covers] = 1.0
+    prog.row_upper[n_cuts + G + n_covers:] = 0.0
+    theta = prog.columns([1.0], 0.0, np.inf)
+    prog.coefficients(np.arange(n_cuts), theta, 1.0)
+    upper = np.array([F.max_instances[g] for g, _ in serving])
+    n = prog.columns([F.price[g] * st.hours_per_month for g, _ in serving], 0.0, upper, integer=True)
+    m = prog.columns(tiers.node_price_per_hour[node_t] * st.hours_per_month, 0.0, np.inf, integer=True)
+    for k, cut in enumerate(finite):
+        prog.coefficients(k, n, [cut.worth[g, c] for g, c in serving])
+        prog.coefficients(k, m, cut.node_worth[node_t])
+    prog.coefficients(n_cuts + np.array([g for g, _ in serving], np.int64), n, 1.0)
+    for row, cover in enumerate(covers):
+        prog.coefficients(n_cuts + G + row, n[cover[code]], 1.0)
+    if lifted:  # y_p = 1 where pool p has an instance
+        y = prog.columns(np.zeros(len(serving)), 0.0, 1.0, integer=True)
+        first = n_cuts + G + n_covers
+        big = np.where(np.isfinite(upper), upper, 1e6)
+        prog.coefficients(first + np.arange(len(serving)), n, 1.0)
+        prog.coefficients(first + np.arange(len(serving)), y, -big)
+        prog.coefficients(first + len(serving) + np.arange(len(serving)), y, 1.0)
+        prog.coefficients(first + len(serving) + np.arange(len(serving)), n, -1.0)
+        for k, cut in enumerate(finite):
+            if cut.open is not None:
+                outside = ~cut.open[code]
+                prog.coefficients(k, y[outside], cut.value)
+    status, x, _, objective, bound = prog.solve(gap=1e-9, time_limit=time_limit)
+    pools, nodes = np.zeros((G, 2)), np.zeros(T)
+    if x is None:
+        return -np.inf, pools, nodes
+    for (g, c), col in zip(serving, n):
+        pools[g, c] = round(x[col])
+    nodes[node_t] = np.round(x[m])
+    return float(bound), pools, nodes
+
+
+def decode(code: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Option codes to (offering, HBM state, tier)."""
+    pool, t = np.divmod(np.asarray(code, np.int64), T)
+    g, c = np.divmod(pool, 2)
+    return g, c, t
+
+
+# --- step 3: the plan ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Result:
+    status: str                # optimal (within gap) | feasible | infeasible | not_solved | unplaceable
+    classes: np.ndarray        # per assignment row: class, offering, tier, contexts
+    offering: np.ndarray
+    tier: np.ndarray
+    contexts: np.ndarray
+    instances: np.ndarray      # per offering
+    hbm_cache: np.ndarray      # per offering
+    background_share: np.ndarray  # per offering
+    nodes: np.ndarray          # per tier
+    objective: float | None
+    bound: float | None
+    seconds: float
+    unplaceable: np.ndarray    # classes with no allowed option
+    reason: str = ""
+
+
+def _uses(inputs: Inputs, o: Options) -> tuple[np.ndarray, np.ndarray]:
+    """Per option: (resource of its tier's row, amount used on it)."""
+    r = tier_resource(inputs.tiers)[o.t]
+    amount = np.where((r == NETWORK) | (r == BLOCK), o.path_gbs, o.stored_gb)
+    return r, amount
+
+
+def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state: np.ndarray,
+          capacity: np.ndarray, free_limit: int, gap: float, time_limit: float | None,
+          progress: Callable[[str], None] = lambda message: None):
+    """Fix every class but the `free_limit` closest to a tie between its cheapest options; decide those and
+    the integer fleet by a MIP. Returns (status, assignment rows (class, g, t, count), n, background share, nodes,
+    objective)."""
+    from .costmodel import evaluate
+
+    F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
+    G, T, K = len(F.names), len(tiers.names), len(demand.count)
+    provisioned = st.mode == "provisioned"
+    def options(classes, codes):
+        g, c, t = decode(codes, T)
+        return evaluate(inputs.card, F, tiers, demand, st, classes, g, t, c)
+
+    # Each class takes its bucket's choice in the LP (which respects capacities), else its cheapest option.
+    chosen = np.where(s.designated >= 0, s.designated, s.cand_id[:, 0])
+    o_all = options(np.arange(K), chosen)
+    r_all, amount_all = _uses(inputs, o_all)
+    count = demand.count.astype(float)
+    use = np.zeros((G, 6))
+    np.add.at(use, (o_all.g, np.full(K, GPU)), count * o_all.gpu_load)
+    on = r_all >= 0
+    np.add.at(use, (o_all.g[on], r_all[on]), count[on] * amount_all[on])
+
+    # Free for the MIP: classes without a choice from the LP (prices alone ignore capacity), then on each row
+    # those choices overload (buckets only approximate their classes) the classes nearest a tie until the
+    # overload is gone, then the classes nearest a tie overall.
+    margin = s.cand_rc[:, 1] - s.cand_rc[:, 0] if K else np.zeros(0)
+    free_mask = s.designated < 0
+    if provisioned:
+        for g, r in zip(*np.nonzero(use > capacity * (1 - 1e-9) + 1e-12)):
+            on_row = np.flatnonzero((o_all.g == g) & ((r_all == r) if r != GPU else True) & ~free_mask)
+            amount = count[on_row] * (o_all.gpu_load[on_row] if r == GPU else amount_all[on_row])
+            order = on_row[np.lexsort((on_row, margin[on_row]))]
+            need = use[g, r] - capacity[g, r] * 0.98
+            freed = np.cumsum(amount[np.argsort(np.lexsort((on_row, margin[on_row])))])
+            free_mask[order[:np.searchsorted(freed, need) + 1]] = True
+    order = np.lexsort((np.arange(K), margin))
+    if free_mask.sum() > MAX_FREE:  # keep the MIP small: the least decided first, the rest stay fixed
+        keep = order[free_mask[order]][:MAX_FREE]
+        free_mask[:] = False
+        free_mask[keep] = True
+    rest = order[~free_mask[order] & np.isfinite(margin[order])][:max(free_limit - int(free_mask.sum()), 0)]
+    free_mask[rest] = True
+    free = np.flatnonzero(free_mask & (s.cand_id[:, 0] >= 0))
+    fixed = np.flatnonzero(~free_mask | (s.cand_id[:, 0] < 0))
+    o_fixed = o_all.take(fixed)
+    n_fixed = count[fixed]
+    r_fixed, amount_fixed = r_all[fixed], amount_all[fixed]
+    fixed_use = np.zeros((G, 6))
+    np.add.at(fixed_use, (o_fixed.g, np.full(len(fixed), GPU)), n_fixed * o_fixed.gpu_load)
+    on = r_fixed >= 0
+    np.add.at(fixed_use, (o_fixed.g[on], r_fixed[on]), n_fixed[on] * amount_fixed[on])
+    node = np.isfinite(tiers.node_gb)
+    fixed_node = np.bincount(o_fixed.t, n_fixed * o_fixed.stored_gb * node[o_fixed.t], T)
+    offset = float(np.dot(n_fixed, o_fixed.direct_usd))
+
+    candidates = np.column_stack([s.cand_id[free], np.where(np.any(s.cand_id[free] == s.designated[free, None],
+                                                                    axis=1), -1, s.designated[free])])
+    fk = np.repeat(free, candidates.shape[1])
+    fcode = candidates.ravel()
+    keep = fcode >= 0
+    fk, fcode = fk[keep], fcode[keep]
+    o_free = options(fk, fcode)
+    r_free, amount_free = _uses(inputs, o_free)
+    n_bg = len(s.background_ids)
+    o_bg = None
+    if n_bg:
+        bg_g, bg_c, _ = decode(s.background_ids, T)
+        o_bg = evaluate(inputs.card, F, tiers, background, st, np.zeros(n_bg, np.int64), bg_g,
+                        np.zeros(n_bg, np.int64), bg_c)
+
+    # rows: free classes' assignment, background, capacity (g, r), linking per g, node tiers
+    nf = len(free)
+    cap_row, link_row, node_row = nf + 1, nf + 1 + G * 6, nf + 1 + G * 7
+    prog = _Program(node_row + T)
+    slot = np.searchsorted(free, fk)
+    prog.row_lower[:nf] = prog.row_upper[:nf] = demand.count[free]
+    if n_bg:
+        prog.row_lower[nf] = prog.row_upper[nf] = 1.0
+    cap = capacities(F)
+    cap_g = cap[np.arange(G), hbm_state]                              # (G, 6) in the chosen states
+    prog.row_upper[cap_row:link_row] = -fixed_use.ravel()
+    prog.row_upper[link_row:node_row] = 0.0
+    prog.row_upper[node_row:] = -fixed_node
+
+    z = prog.columns(o_free.direct_usd, 0.0, demand.count[fk], integer=True)
+    prog.coefficients(slot, z, 1.0)
+    if provisioned:
+        prog.coefficients(cap_row + o_free.g * 6 + GPU, z, o_free.gpu_load)
+        on = r_free >= 0
+        prog.coefficients(cap_row + o_free.g[on] * 6 + r_free[on], z[on], amount_free[on])
+        prog.coefficients(link_row + o_free.g, z, 1.0)
+    prog.coefficients(node_row + o_free.t, z, o_free.stored_gb * node[o_free.t])
+    x = np.zeros(0, np.int64)
+    if n_bg:
+        x = prog.columns(o_bg.compute_usd, 0.0, 1.0)
+        prog.coefficients(nf, x, 1.0)
+        if provisioned:
+            prog.coefficients(cap_row + o_bg.g * 6 + GPU, x, o_bg.gpu_load)
+            prog.coefficients(link_row + o_bg.g, x, 1.0)
+    n = np.zeros(0, np.int64)
+    if provisioned:
+        used = np.zeros(G, bool)
+        used[o_fixed.g] = True
+        lower = used.astype(float)
+        big = np.bincount(o_free.g, demand.count[fk].astype(float), G) + (np.bincount(o_bg.g, minlength=G)
+                                                                          if n_bg else 0)
+        n = prog.columns(np.nan_to_num(F.price) * st.hours_per_month, lower, F.max_instances, integer=True)
+        prog.coefficients(cap_row + np.arange(G)[:, None] * 6 + np.arange(6)[None, :], n[:, None], -cap_g)
+        prog.coefficients(link_row + np.arange(G), n, -np.maximum(big, 1.0))
+    m = np.zeros(0, np.int64)
+    node_t = np.flatnonzero(node)
+    if len(node_t):
+        m = prog.columns(tiers.node_price_per_hour[node_t] * st.hours_per_month, 0.0, np.inf, integer=True)
+        prog.coefficients(node_row + node_t, m, -tiers.node_gb[node_t])
+    # A first plan for the MIP: every free class on its LP choice, instances enough for the load.
+    start = np.zeros(prog.n_cols)
+    pick = np.flatnonzero(fcode == chosen[fk])
+    pick = pick[np.r_[True, fk[pick][1:] != fk[pick][:-1]]] if len(pick) else pick
+    start[z[pick]] = demand.count[fk[pick]]
+    load = fixed_use.copy()
+    np.add.at(load, (o_free.g[pick], np.full(len(pick), GPU)), start[z[pick]] * o_free.gpu_load[pick])
+    on = r_free[pick] >= 0
+    np.add.at(load, (o_free.g[pick][on], r_free[pick][on]), start[z[pick]][on] * amount_free[pick][on])
+    if n_bg:
+        start[x[0]] = 1.0
+        load[o_bg.g[0], GPU] += o_bg.gpu_load[0]
+    if provisioned:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            need = np.where(load > 1e-12, np.ceil(load / cap_g * (1 + 1e-9)), 0.0)
+        start[n] = np.maximum(np.nan_to_num(need, nan=np.inf, posinf=np.inf).max(axis=1), lower)
+    node_use = fixed_node + np.bincount(o_free.t[pick], start[z[pick]] * o_free.stored_gb[pick] * node[o_free.t[pick]], T)
+    start[m] = np.ceil(node_use[node_t] / tiers.node_gb[node_t] * (1 + 1e-9))
+    usable = len(pick) == len(free) and np.all(np.isfinite(start)) and (
+        not provisioned or np.all(start[n] <= F.max_instances))
+    progress(f"final MIP: {len(free):,} classes free, {len(z):,} options, the other {len(fixed):,} fixed")
+    status, values, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=time_limit,
+                                                 start=start if usable else None, max_nodes=PLACE_NODES)
+    if values is None:
+        return status, None
+    counts = np.round(values[z]).astype(np.int64)
+    classes = np.concatenate([fixed, fk[counts > 0]])
+    g_all = np.concatenate([o_fixed.g, o_free.g[counts > 0]])
+    t_all = np.concatenate([o_fixed.t, o_free.t[counts > 0]])
+    c_all = np.concatenate([demand.count[fixed], counts[counts > 0]])
+    instances = np.round(values[n]).astype(np.int64) if provisioned else np.zeros(G, np.int64)
+    share = np.zeros(G)
+    if n_bg:
+        np.add.at(share, o_bg.g, np.maximum(values[x], 0.0))
+        share = share / share.sum() if share.sum() > 0 else share
+    nodes = np.zeros(T, np.int64)
+    nodes[node_t] = np.round(values[m]).astype(np.int64)
+    return status, (classes, g_all, t_all, c_all, instances, share, nodes, float(objective))
+
+
+def _serve_lost(inputs: Inputs, demand: Demand, background: Demand, s: Scan, prices: Prices,
+                states: tuple[int, ...], hbm: np.ndarray, pools: np.ndarray,
+                allowed: np.ndarray | None) -> tuple[Scan, np.ndarray]:
+    """Classes (or background) with no option on the open pools get candidates on every offering in its HBM
+    state (then on either state, the offering taking the state that class needs)."""
+    F, T = inputs.fleet, len(inputs.tiers.names)
+    G = len(F.names)
+    cand_id, cand_rc, bg_ids = s.cand_id.copy(), s.cand_rc.copy(), s.background_ids
+    for attempt in range(2):
+        lost = np.flatnonzero(cand_id[:, 0] < 0)
+        bg_lost = len(background.count) > 0 and len(bg_ids) == 0
+        if len(lost) == 0 and not bg_lost:
+            break
+        if attempt == 1:  # only the other HBM state serves them: give their best offerings that state
+            g, c, _ = decode(s.best_id[lost], T)
+            hbm = hbm.copy()
+            hbm[g] = c
+        wider = np.zeros((G, 2), bool)
+        wider[np.arange(G), hbm] = F.serves
+        sub = Demand(*(getattr(demand, name)[lost] for name in Demand.__dataclass_fields__))
+        extra = scan(inputs, sub, background if bg_lost else _no_background(background), prices, states, wider,
+                     None if allowed is None else allowed[lost], keep=cand_id.shape[1])
+        cand_id[lost], cand_rc[lost] = extra.cand_id, extra.cand_rc
+        if bg_lost:
+            bg_ids = extra.background_ids
+    return Scan(s.value, s.open_value, s.best_id, cand_rc, cand_id, s.designated, s.open, s.also, bg_ids,
+                s.covers), hbm
+
+
+def _no_background(background: Demand) -> Demand:
+    return Demand(*(getattr(background, name)[:0] for name in Demand.__dataclass_fields__))
+
+
+def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[int, ...] = (0, 1),
+          allowed: np.ndarray | None = None, gap: float = 1e-4, time_limit: float | None = None,
+          progress: Callable[[str], None] = lambda message: None) -> Result:
+    """Plan `demand` (context classes) and `background` with the engine described at the top of this module."""
+    clock = time.perf_counter()
+    F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
+    G, T, K = len(F.names), len(tiers.names), len(demand.count)
+    states = states if st.hbm_cache_possible else (0,)
+    provisioned = st.mode == "provisioned"
+    zeros = np.zeros(G, np.int64)
+    empty = np.zeros(0, np.int64)
+
+    def elapsed() -> float:
+        return time.perf_counter() - clock
+
+    def failed(status: str, unplaceable=empty, bound=None, reason: str = "") -> Result:
+        return Result(status, empty, empty, empty, empty, zeros, zeros, np.zeros(G), np.zeros(T, np.int64), None,
+                      bound, elapsed(), unplaceable, reason)
+
+    rep, of_class = buckets(demand)
+    bucket_allowed = None
+    if allowed is not None:  # a bucket may use a tier only where all its classes may
+        bucket_allowed = np.ones((len(rep.count), allowed.shape[1]), bool)
+        np.logical_and.at(bucket_allowed, of_class, allowed)
+    lp = BucketLP(inputs, rep, background, states, bucket_allowed)
+    initial = Prices.zero(G, T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        initial.pool[:, :, GPU] = np.nan_to_num(F.price * st.hours_per_month / F.gpu_capacity)[:, None]
+    relaxed = lp.solve(None, initial)
+    if relaxed is None:
+        return failed("infeasible", reason="no fleet within max_instances serves the load")
+    progress(f"prices from the LP over {len(rep.count):,} buckets of {K:,} context classes "
+             f"(${relaxed.objective:,.2f}, {elapsed():.1f} s)")
+
+    def pools_of(fleet: np.ndarray, used: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pools a plan with this fleet may use (its own, and those its LP added), each offering in one
+        HBM state (the one with more instances)."""
+        use = fleet + used
+        hbm = (use[:, 1] > use[:, 0]).astype(np.int64) if 1 in states else zeros
+        pools = np.zeros((G, 2), bool)
+        pools[np.arange(G), hbm] = F.serves & (use.sum(axis=1) > 1e-9)
+        return hbm, pools
+
+    # Fleets to plan, each scored by the LP over buckets with that fleet (extra instances bought whole).
+    fleets: dict[bytes, tuple[float, LPSolution, np.ndarray]] = {}
+
+    def consider(fleet: np.ndarray, prices: Prices) -> None:
+        if fleet.tobytes() not in fleets:
+            solution = lp.solve(fleet, prices)
+            if solution is not None:
+                fleets[fleet.tobytes()] = (solution.estimate, solution, fleet)
+
+    if provisioned:  # the LP's fleet rounded down, plus the instances its LP then buys beside it, twice
+        fleet = np.floor(relaxed.pools + 1e-9)
+        for _ in range(2):
+            consider(fleet, relaxed.prices)
+            if fleet.tobytes() not in fleets:
+                break
+            extra = fleets[fleet.tobytes()][1].pools - fleet
+            fleet = fleet + np.ceil(np.maximum(extra, 0) - 1e-9)
+        consider(fleet, relaxed.prices)
+    else:
+        fleets[b""] = (relaxed.objective, relaxed, np.zeros((G, 2)))
+
+    # More fleets: Kelley's method on the buckets. A master over the integer fleet with the buckets' cuts
+    # (and covers) proposes a fleet; the LP with that fleet scores it and gives the next cut; until the master
+    # repeats itself. Cheap (no pass over the contexts), and it finds the few large instances that rounding
+    # the LP misses.
+    if provisioned:
+        bucket_cuts = [Cut(lp.cut(relaxed.prices), *relaxed.prices.worth(F, tiers))]
+        bucket_covers = lp.covers()
+        for round_ in range(MAX_ROUNDS):
+            estimate, fleet_ = master(inputs, bucket_cuts, bucket_covers, states, None)[:2]
+            best = min(fleets.values(), key=lambda item: item[0])[0] if fleets else np.inf
+            if fleet_.tobytes() in fleets or estimate >= best * (1 - gap):
+                break
+            consider(fleet_, relaxed.prices)
+            if fleet_.tobytes() not in fleets:
+                break
+            prices_ = fleets[fleet_.tobytes()][1].prices
+            worth = prices_.worth(F, tiers)
+            bucket_cuts += [Cut(lp.cut(prices_), *worth), Cut(lp.cut(prices_, fleet_ > 0), *worth, (fleet_ > 0).ravel())]
+        progress(f"{len(fleets)} fleets tried; best ${min(item[0] for item in fleets.values()):,.2f} by the LP "
+                 f"({elapsed():.1f} s)")
+    # The bound: a master over the integer fleet with exact Lagrangian cuts (a pass over every context each)
+    # and covers. Where passes are quick, Kelley's method adds cuts at the master's fleets (each also a fleet
+    # to try); otherwise the cuts come from the plan's own pass below.
+    cuts: list[Cut] = []
+    covers = None
+    bound = -np.inf
+    rounds = min(MAX_ROUNDS, KELLEY_WORK // max(K, 1)) if provisioned else 0
+    if rounds >= 2:
+        hbm, pools = pools_of(np.zeros((G, 2)), relaxed.pools)
+        s = scan(inputs, demand, background, relaxed.prices, states, pools, allowed)
+        if (s.best_id < 0).any() or not np.isfinite(s.value):
+            return failed("unplaceable", np.flatnonzero(s.best_id < 0))
+        covers = s.covers
+        cuts.append(Cut(s.value, *relaxed.prices.worth(F, tiers)))
+        for round_ in range(rounds - 1):
+            bound, fleet, _ = master(inputs, cuts, covers, states, None)
+            best = min(fleets.values(), key=lambda item: item[0])[0] if fleets else np.inf
+            progress(f"round {round_ + 1}: bound ${bound:,.2f}, best plan ${best:,.2f} by the LP "
+                     f"({elapsed():.1f} s)")
+            if bound >= best * (1 - gap) or (time_limit is not None and elapsed() > time_limit / 2):
+                break
+            consider(fleet, relaxed.prices)
+            if fleet.tobytes() not in fleets:
+                break
+            solution = fleets[fleet.tobytes()][1]
+            hbm, pools = pools_of(fleet, solution.pools)
+            s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0)
+            worth = solution.prices.worth(F, tiers)
+            new = [Cut(s.value, *worth), Cut(s.open_value, *worth, s.open.ravel())]
+            if any(c.value == old.value and (c.open is None) == (old.open is None) for c in new for old in cuts):
+                cuts += new
+                break
+            cuts += new
+    if not fleets:
+        return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
+
+    # The plan: the best fleet; its LP's prices and each bucket's choice fix most contexts.
+    _, solution, fleet = min(fleets.values(), key=lambda item: item[0])
+    solution = lp.exact(fleet, solution.prices, demand, of_class, allowed) or solution
+    progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
+    hbm, pools = pools_of(fleet, solution.pools)
+    s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
+             designated=lp.designated(solution.shares, of_class, demand.count), also=(relaxed.prices,))
+    if (s.best_id < 0).any() or not np.isfinite(s.value):
+        return failed("unplaceable", np.flatnonzero(s.best_id < 0))
+    worth = solution.prices.worth(F, tiers)
+    cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
+    if provisioned and fleet.any():
+        cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
+    bound, _, _ = master(inputs, cuts, s.covers if covers is None else covers, states, None)
+    progress(f"bound ${bound:,.2f}; placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} "
+             f"by the LP ({elapsed():.1f} s)")
+    s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
+    planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
+    capacity = planned.sum(axis=1)[:, None] * capacities(F)[np.arange(G), hbm]
+    status, placed = place(inputs, demand, background, s, hbm, capacity, FREE_CONTEXTS, gap,
+                           max(time_limit - elapsed(), 1.0) if time_limit else None, progress)
+    if placed is None:
+        return failed(status, bound=bound, reason="no fleet within max_instances serves the load"
+                      if status == "infeasible" else "the final MIP found no plan in time")
+    classes, g, t, counts, instances, share, nodes, objective = placed
+    progress(f"plan ${objective:,.2f} ({elapsed():.1f} s)")
+    return Result("feasible", classes, g, t, counts, instances, hbm, share, nodes, objective, bound,
+                  elapsed(), empty)

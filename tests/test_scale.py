@@ -1,0 +1,142 @@
+"""The scale engine (planner/scale.py): its factored costs equal costmodel.evaluate option for option; its bound
+never exceeds the exact optimum and its plan never beats it (checked against the exact program on random small
+instances); its plans place every context within every capacity; the CLI runs it."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from planner import scale
+from planner.cli import main
+from planner.costmodel import PATH_BLOCK, PATH_NETWORK, evaluate
+from planner.errors import Infeasible
+from planner.plan import make_plan, prepare, reprice
+from planner.workload import load_workload
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_optimality import random_instance  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("mode", ["provisioned", "per_use"])
+def test_factored_costs_equal_evaluate(seed, mode):
+    rng = np.random.default_rng(seed)
+    workload, catalog = random_instance(rng, 12, 3, 5, mode)
+    model = prepare(workload, catalog)
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    fac = scale.Factored(inputs, model.demand)
+    K, T = len(model.demand.count), len(model.tiers.names)
+    k, t = np.repeat(np.arange(K), T), np.tile(np.arange(T), K)
+    checked = 0
+    for g in range(len(model.fleet.names)):
+        on = fac.offering(g)
+        if on is None:
+            assert not model.fleet.serves[g]
+            continue
+        for c in on.states:
+            o = evaluate(model.card, model.fleet, model.tiers, model.demand, model.settings, k, np.full(K * T, g),
+                         t, np.full(K * T, c))
+            feasible = on.feasible(c).ravel()
+            assert np.array_equal(feasible, o.allowed)
+            ok = feasible
+            _, load, compute = on.states[c]
+            np.testing.assert_allclose(on.matrix(load).ravel()[ok], o.gpu_load[ok], rtol=1e-12)
+            direct = fac.direct if compute is None else fac.direct + on.matrix(compute)
+            np.testing.assert_allclose(direct.ravel()[ok], o.direct_usd[ok], rtol=1e-12, atol=1e-15)
+            path = model.tiers.path[t]
+            expected_use = np.where((path == PATH_NETWORK) | (path == PATH_BLOCK), o.path_gbs, o.stored_gb)
+            np.testing.assert_allclose(fac.use.ravel()[ok], expected_use[ok], rtol=1e-12)
+            checked += int(ok.sum())
+    assert checked > 0
+
+
+def _plan(workload, catalog, method):
+    return make_plan(workload, catalog, method=method, gap=1e-9, baselines=False)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_bound_and_plan_bracket_the_exact_optimum(seed):
+    """The engine's lower bound is at most the exact optimum, and its plan costs at least that much."""
+    rng = np.random.default_rng(100 + seed)
+    workload, catalog = random_instance(rng, 10, 3, 4, "provisioned")
+    try:
+        exact = _plan(workload, catalog, "exact")
+    except Infeasible:
+        with pytest.raises(Infeasible):
+            _plan(workload, catalog, "scale")
+        return
+    plan = _plan(workload, catalog, "scale")
+    optimum = exact["total_usd"]
+    assert plan["solver"]["lower_bound_usd"] <= optimum * (1 + 1e-7) + 1e-6
+    assert plan["total_usd"] >= optimum * (1 - 1e-7) - 1e-6
+    assert plan["violations"] == []
+    assert [c["id"] for c in plan["contexts"]] == [c["id"] for c in exact["contexts"]]
+    gap = plan["solver"]["gap"]
+    assert plan["total_usd"] - plan["solver"]["lower_bound_usd"] == pytest.approx(gap * plan["total_usd"], abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_use_is_solved_exactly(seed):
+    """Without a fleet the program separates by context: the engine's plan is the optimum, with no gap."""
+    rng = np.random.default_rng(200 + seed)
+    workload, catalog = random_instance(rng, 10, 3, 4, "per_use")
+    try:
+        exact = _plan(workload, catalog, "exact")
+    except Infeasible:
+        return
+    plan = _plan(workload, catalog, "scale")
+    assert plan["total_usd"] == pytest.approx(exact["total_usd"], rel=1e-9, abs=1e-9)
+    assert plan["solver"]["gap"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bench_workload_plan_is_valid_and_repeats(tmp_path):
+    """A generated benchmark workload: every context placed within capacity, the re-priced total equal, the
+    bound below the total, and the same plan twice."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from generate import write
+
+    path = write(400, tmp_path / "bench", seed=3)
+    workload = load_workload(path)
+    from planner.catalog import load_catalog, load_models
+
+    catalog = load_catalog("aws", load_models())
+    first = make_plan(workload, catalog, method="scale", baselines=False)
+    second = make_plan(workload, catalog, method="scale", baselines=False)
+    assert first == second
+    assert first["violations"] == []
+    assert len(first["contexts"]) == 400
+    assert {c["tier"] for c in first["contexts"]} - {"recompute"}  # something is stored
+    _, priced = reprice(json.loads(json.dumps(first)), "plan.json")
+    assert priced.total == pytest.approx(first["total_usd"], abs=0.005)
+    assert first["solver"]["lower_bound_usd"] <= first["total_usd"]
+
+
+def test_cli_plan_with_the_scale_engine(tmp_path):
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "examples/chatbot-prompts/workload.yaml"), "--catalog",
+                                       "aws", "--method", "scale", "--no-baselines", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert plan["solver"]["name"] == "highs (scale engine)"
+    assert plan["violations"] == []
+    exact = CliRunner().invoke(main, ["plan", str(ROOT / "examples/chatbot-prompts/workload.yaml"), "--catalog",
+                                      "aws", "--method", "exact", "--no-baselines", "--json", "--quiet"])
+    assert plan["solver"]["lower_bound_usd"] <= json.loads(exact.output)["total_usd"] + 1e-6 <= \
+        plan["total_usd"] + 2e-6
+
+
+def test_unplaceable_contexts_are_named():
+    rng = np.random.default_rng(7)
+    workload, catalog = random_instance(rng, 5, 2, 3, "provisioned")
+    frame = workload.contexts.copy()
+    frame.loc[0, "ttft_slo_s"] = 1e-6
+    import dataclasses
+
+    workload = dataclasses.replace(workload, contexts=frame)
+    with pytest.raises(Infeasible, match="c0"):
+        make_plan(workload, catalog, method="scale", baselines=False)
