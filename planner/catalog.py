@@ -373,7 +373,8 @@ def resolve_catalog_path(ref: str) -> Path:
     bundled = bundled_dir() / f"{ref}.yaml"
     if not bundled.exists():
         names = sorted(p.stem for p in bundled_dir().glob("*.yaml") if p.stem not in ("models", "gpus"))
-        raise InputError(f"--catalog {ref}", f"no bundled catalog of that name (bundled: {', '.join(names)})")
+        shown = ref if ref.isprintable() else repr(ref)  # a name with a line break stays on one line
+        raise InputError(f"--catalog {shown}", f"no bundled catalog of that name (bundled: {', '.join(names)})")
     return bundled
 
 

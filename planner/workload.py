@@ -98,7 +98,11 @@ def check_contexts(frame: pd.DataFrame, where: Callable[[int, str], str], file: 
     for column in REQUIRED_COLUMNS[1:] + tuple(OPTIONAL_COLUMNS) + tuple(monthly):
         raw = frame[column] if column in frame.columns else pd.Series([None] * len(frame), dtype=object)
         empty = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
-        is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+        if pd.api.types.infer_dtype(raw, skipna=True) in ("string", "integer", "floating", "empty",
+                                                          "mixed-integer-float", "decimal"):
+            is_bool = np.zeros(len(raw), dtype=bool)  # no cell can be a boolean (a fast path for big files)
+        else:
+            is_bool = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
         if is_bool.any():
             row = int(np.argmax(is_bool))
             raise InputError(where(row, column), f"expected a number, found {_plain(raw.iloc[row])!r}")

@@ -70,3 +70,13 @@ def test_paper_catalog_states_the_papers_assumptions():
     (io2,) = catalog.tiers
     assert io2.price_gb_month == 0.125 and io2.read_gbps == 4.0
     assert v100.calibration.tokens == 10_000 and v100.calibration.seconds == 7.0
+
+
+def test_unknown_catalog_name_with_a_line_break_stays_one_line():
+    """Found by the catalog fuzz test: a mutated `extends:` of "\\n" made a two-line error."""
+    from planner.catalog import load_catalog, load_models
+    from planner.errors import InputError
+
+    with pytest.raises(InputError) as info:
+        load_catalog("\n", load_models())
+    assert "\n" not in str(info.value)
