@@ -80,7 +80,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def plan_text(plan: dict) -> str:
-    return json.dumps(plan, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    """The plan as JSON: indented, except that each context is one line (a plan may hold a million)."""
+    contexts = plan.get("contexts")
+    if not contexts:
+        return json.dumps(plan, indent=1, sort_keys=False, allow_nan=False) + "\n"
+    marker = "\u0000contexts\u0000"
+    head = json.dumps({**plan, "contexts": marker}, indent=1, sort_keys=False, allow_nan=False)
+    rows = ",\n  ".join([json.dumps(row, allow_nan=False) for row in contexts])
+    return head.replace(json.dumps(marker), "[\n  " + rows + "\n ]", 1) + "\n"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -361,7 +361,9 @@ def buckets(demand: Demand, limit: int = MAX_BUCKETS) -> tuple[Demand, np.ndarra
         key = np.column_stack([_log_bins(demand.tokens, width), _log_bins(demand.reuses_per_month, 2 * width),
                                _log_bins(demand.prompt_tokens, 4 * width), _log_bins(demand.output_tokens, 4 * width),
                                _log_bins(demand.writes_per_month, 4 * width), *slo_codes])
-        _, of_class = np.unique(key, axis=0, return_inverse=True)
+        key = key - key.min(axis=0) if K else key
+        flat = np.ravel_multi_index(key.T, key.max(axis=0) + 1) if K else np.zeros(0, np.int64)  # small ints
+        _, of_class = np.unique(flat, return_inverse=True)
         of_class = of_class.reshape(-1)
         B = int(of_class.max()) + 1 if K else 0
         if B <= limit:
