@@ -592,8 +592,11 @@ class BucketLP:
             self._bounds(own, fleet.ravel(), fleet.ravel())
             opened = fleet.ravel() > 0 if only_open else np.ones(G * 2, bool)
             self._bounds(extra, np.zeros(G * 2), np.where(opened, np.inf, 0.0))
-            if only_open:  # every option of every bucket on the open pools, so that feasibility is not missed
-                self._add(np.flatnonzero(~self.active & opened[self.g * 2 + self.c]))
+            if only_open:  # buckets with no option on the open pools in the LP get all of theirs there
+                on_open = opened[self.g * 2 + self.c]
+                covered = np.zeros(len(self.rep.count), bool)
+                covered[self.b[self.active & on_open]] = True
+                self._add(np.flatnonzero(~self.active & on_open & ~covered[self.b]))
         counts = self.rep.count.astype(float)
         B = len(counts)
         for _ in range(rounds):
@@ -1208,12 +1211,15 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers
         cuts.append(Cut(s.value, *relaxed.prices.worth(F, tiers)))
+        history: list[float] = []
         for round_ in range(rounds - 1):
             bound, fleet, _ = master(inputs, cuts, covers, states, None)
             best = min(fleets.values(), key=lambda item: item[0])[0] if fleets else np.inf
             progress(f"round {round_ + 1}: bound ${bound:,.2f}, best plan ${best:,.2f} by the LP "
                      f"({elapsed():.1f} s)")
-            if bound >= best * (1 - gap) or (time_limit is not None and elapsed() > time_limit / 2):
+            stalled = round_ >= 2 and bound <= history[-2] * (1 + 1e-9)  # no rise in two rounds
+            history.append(bound)
+            if bound >= best * (1 - gap) or stalled or (time_limit is not None and elapsed() > time_limit / 2):
                 break
             consider(fleet, relaxed.prices)
             if fleet.tobytes() not in fleets:
