@@ -47,7 +47,6 @@ from .catalog import ModelCard
 
 # Resources of a pool, in the order of π's columns.
 GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
-RESOURCES = ("GPU-s/s", "HBM GB", "host GB", "NVMe GB", "network GB/s", "block GB/s")
 NONE = -1
 MAX_BUCKETS = 1500      # buckets of the pricing LP
 FREE_CONTEXTS = 4000    # contexts the final MIP may move (those closest to a tie)
