@@ -1183,14 +1183,17 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     if provisioned:
         bucket_cuts = [Cut(lp.cut(relaxed.prices), *relaxed.prices.worth(F, tiers))]
         bucket_covers = lp.covers()
+        since_best = 0  # fleets tried since the best one
         for round_ in range(MAX_ROUNDS):
             estimate, fleet_ = master(inputs, bucket_cuts, bucket_covers, states, None)[:2]
             best = min(fleets.values(), key=lambda item: item[0])[0] if fleets else np.inf
-            if fleet_.tobytes() in fleets or estimate >= best * (1 - gap):
+            if fleet_.tobytes() in fleets or estimate >= best * (1 - gap) or since_best >= 3:
                 break
             consider(fleet_, relaxed.prices)
             if fleet_.tobytes() not in fleets:
                 break
+            progress(f"fleet {len(fleets)}: ${fleets[fleet_.tobytes()][0]:,.2f} by the LP ({elapsed():.1f} s)")
+            since_best = 0 if fleets[fleet_.tobytes()][0] < best else since_best + 1
             prices_ = fleets[fleet_.tobytes()][1].prices
             worth = prices_.worth(F, tiers)
             bucket_cuts += [Cut(lp.cut(prices_), *worth), Cut(lp.cut(prices_, fleet_ > 0), *worth, (fleet_ > 0).ravel())]
