@@ -408,12 +408,12 @@ def extend(data: Any, file: str, seen: tuple[str, ...] = ()) -> Any:
             names = root.raw(key)
             if not isinstance(names, list):
                 raise InputError(root.where(key), f"expected a list of {kind} names")
-            known = {item.get("name") for item in merged.get(kind, []) if isinstance(item, dict)}
+            items = merged.get(kind) if isinstance(merged.get(kind), list) else []  # others: parse_catalog reports
+            known = {item.get("name") for item in items if isinstance(item, dict)}
             for name in names:
                 if not isinstance(name, str) or name not in known:
                     raise InputError(root.where(key), f"no {kind[:-1]} named {name!r} to remove")
-            merged[kind] = [item for item in merged.get(kind, []) if not isinstance(item, dict)
-                            or item.get("name") not in names]
+            merged[kind] = [item for item in items if not isinstance(item, dict) or item.get("name") not in names]
     if root.has("discounts"):
         merged["offerings"] = _discounted(root.section("discounts"), merged.get("offerings", []))
     return {k: v for k, v in merged.items() if k not in ("extends", "remove_offerings", "remove_tiers", "discounts")}

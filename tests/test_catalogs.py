@@ -80,3 +80,14 @@ def test_unknown_catalog_name_with_a_line_break_stays_one_line():
     with pytest.raises(InputError) as info:
         load_catalog("\n", load_models())
     assert "\n" not in str(info.value)
+
+
+def test_removing_from_a_null_list_is_an_input_error(tmp_path):
+    """Found by the catalog fuzz test: `tiers: null` with `remove_tiers: []` raised a TypeError."""
+    from planner.catalog import load_catalog, load_models
+    from planner.errors import InputError
+
+    path = tmp_path / "cat.yaml"
+    path.write_text("name: x\nas_of: '2026-11-26'\nofferings: []\ntiers: null\nremove_tiers: []\n")
+    with pytest.raises(InputError):
+        load_catalog(str(path), load_models())
