@@ -132,6 +132,7 @@ class Factored:
         remote = tiers.path != 0
         self.use = np.where(remote, f[:, None] * self.peak * size, np.where(self.stored, size, 0.0))
         self.node_gb = np.where(np.isfinite(tiers.node_gb) & self.stored, size, 0.0)
+        self._within_ttft: dict = {}  # (tier, bandwidth, prefill rate) -> TTFT within SLO, per class
 
     def offering(self, g: int) -> OnOffering | None:
         """The options of offering g, or None where it cannot serve the model."""
@@ -151,18 +152,26 @@ class Factored:
                          [F.pcie_gbps[g] * tp, F.local_nvme_gbps[g], F.block_storage_gbps[g] / 8,
                           F.network_gbps[g] / 8], default=np.inf)
         bandwidth = np.minimum(tiers.read_gbps, path)                          # (T,)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            load_s = np.where(stored & (kinds != "hbm"),
-                              tiers.first_byte_latency_s + self.size_gb[:, None] / bandwidth, 0.0)
-        t_prefill = np.where(stored, t_sto[:, None], t_rec[:, None])
-        ttft = np.where(tiers.overlap_load, np.maximum(load_s, t_prefill), load_s + t_prefill)
-        size = self.size_gb[:, None]
-        fits = np.select([kinds == "hbm", kinds == "host_memory", kinds == "local_nvme"],
-                         [size * F.replicas[g] <= F.hbm_cache_gb[g], size <= np.nan_to_num(F.host_cache_gb[g]),
-                          size <= np.nan_to_num(F.nvme_cache_gb[g])], default=True)
         attached = np.isin(kinds, ("hbm", "host_memory", "local_nvme"))
         reachable = ~np.isnan(bandwidth) & (bandwidth > 0) & (~attached | (st.mode == "provisioned"))
-        tiers_ok = fits & reachable & (ttft <= d.ttft_slo_s[:, None] * (1 + 1e-12))
+        capacity = {"hbm": F.hbm_cache_gb[g], "host_memory": np.nan_to_num(F.host_cache_gb[g]),
+                    "local_nvme": np.nan_to_num(F.nvme_cache_gb[g])}
+        slo = d.ttft_slo_s * (1 + 1e-12)
+        tiers_ok = np.zeros((len(self.size_gb), len(kinds)), bool)
+        for t in np.flatnonzero(reachable):  # column by column, each computed once per delay it depends on
+            loads = stored[t] and kinds[t] != "hbm"
+            key = (t, float(bandwidth[t]) if loads else None, rate)
+            if key not in self._within_ttft:
+                t_prefill = t_sto if stored[t] else t_rec
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    load_s = tiers.first_byte_latency_s[t] + self.size_gb / bandwidth[t] if loads else 0.0
+                ttft = np.maximum(load_s, t_prefill) if tiers.overlap_load[t] else load_s + t_prefill
+                self._within_ttft[key] = ttft <= slo
+            ok = self._within_ttft[key]
+            if kinds[t] in capacity:
+                size = self.size_gb * F.replicas[g] if kinds[t] == "hbm" else self.size_gb
+                ok = ok & (size <= capacity[kinds[t]])
+            tiers_ok[:, t] = ok
 
         states = {}
         for c in (0, 1):
@@ -226,7 +235,7 @@ def reduced_costs(fac: Factored, on: OnOffering, c: int, prices: Prices, base: n
     feasible = on.feasible(c)
     if allowed is not None:
         feasible &= allowed
-    rc[~feasible] = np.inf
+    np.copyto(rc, np.inf, where=~feasible)
     return rc
 
 
