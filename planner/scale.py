@@ -504,8 +504,7 @@ class BucketLP:
             first = pick[np.r_[True, (col[pick][1:] != col[pick][:-1]) | (k[pick][1:] != k[pick][:-1])]]
             first = first[np.isfinite(cost[first])]
             weight = demand.count[k[first]].astype(float)
-            r = self.r[todo][col[first]]
-            use = np.where((r == NETWORK) | (r == BLOCK), o.path_gbs[first], o.stored_gb[first])
+            _, use = _uses(inp, o.take(first))
             node = np.where(np.isfinite(inp.tiers.node_gb[t[first]]), o.stored_gb[first], 0.0)
             total = np.bincount(col[first], weight, len(todo))
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -642,7 +641,7 @@ class BucketLP:
     def _bounds(self, cols: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
         self.highs.changeColsBounds(len(cols), cols.astype(np.int32), lower, upper)
 
-    def _base(self, integer: bool) -> tuple[_Program, np.ndarray, np.ndarray]:
+    def _base(self) -> tuple[_Program, np.ndarray, np.ndarray]:
         """The LP's rows and its fleet, node and background columns (no bucket options yet). Pool columns:
         `own` instances (cost price·H) and `extra` instances (twice that), both held at 0 until solve()."""
         F, tiers, st = self.inputs.fleet, self.inputs.tiers, self.inputs.settings
@@ -661,7 +660,7 @@ class BucketLP:
         cap = capacities(F)
         price = np.nan_to_num(F.price) * st.hours_per_month
         pools = [(g, c) for g in range(G) for c in (0, 1)]
-        own = prog.columns([price[g] for g, _ in pools], 0.0, 0.0, integer=integer)
+        own = prog.columns([price[g] for g, _ in pools], 0.0, 0.0)
         extra = prog.columns([2 * price[g] for g, _ in pools], 0.0, 0.0)
         if provisioned:
             for cols in (own, extra):
@@ -670,7 +669,7 @@ class BucketLP:
                         prog.coefficients(self.cap_row + (g * 2 + c) * 6 + np.arange(6), col, -cap[g, c])
                         prog.coefficients(self.instance_row + g, col, 1.0)
         for nt in np.flatnonzero(np.isfinite(tiers.node_gb)):
-            col = prog.columns([tiers.node_price_per_hour[nt] * st.hours_per_month], 0.0, np.inf, integer=integer)
+            col = prog.columns([tiers.node_price_per_hour[nt] * st.hours_per_month], 0.0, np.inf)
             prog.coefficients(self.node_row + nt, col, -tiers.node_gb[nt])
         for bg_g, bg_c, cost, load in self.bg:
             col = prog.columns([cost], 0.0, 1.0)
@@ -681,7 +680,7 @@ class BucketLP:
 
     def _start(self, initial: Prices) -> None:
         """The LP in HiGHS, with each bucket's three cheapest options at the initial prices."""
-        prog, own, extra = self._base(integer=False)
+        prog, own, extra = self._base()
         self.pool_cols = (own, extra)
         self.highs = prog.highs()
         counts = self.rep.count.astype(float)
