@@ -355,9 +355,10 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
         solutions: list[Solution] = []
         for m in range(M):  # each month starts from the previous month's plan: same options, close numbers
             start = _start_values(solutions[-1], paid[m - 1]) if solutions else None
+            floor = solutions[-1].lower_bound if solutions and _no_cheaper(hz, m, paid) else None
             share = None if time_limit is None else max(left() / max(solves_left[0], 1), 1.0)
             solves_left[0] -= 1
-            solution = _solve_month(hz.problems[m], prices, paid[m], solver, gap, share, start)
+            solution = _solve_month(hz.problems[m], prices, paid[m], solver, gap, share, start, floor)
             if not solution.has_plan:
                 return None
             solutions.append(solution)
@@ -393,9 +394,31 @@ def _start_values(solution: Solution, prepaid: np.ndarray) -> dict[str, float]:
     return values | {f"m_{t}": float(v) for t, v in enumerate(solution.m)}
 
 
+def _no_cheaper(hz: Horizon, m: int, paid: np.ndarray) -> bool:
+    """Whether month m can cost no less than month m - 1 (at the same prices): the same classes, no more
+    instances already paid for, and each of month m's options allowed in month m - 1 at no more cost and no
+    more use of any capacity (as when reuses and traffic only grow). Then any plan of month m, placed the same
+    way, is a plan of month m - 1 that costs no more, and month m - 1's lower bound holds for month m."""
+    before, now = hz.models[m - 1], hz.problems[m]
+    if np.any(paid[m] > paid[m - 1]) or not np.array_equal(before.demand.count, now.count):
+        return False
+    pairs = ((before.options(now.options.k, now.options.g, now.options.t, now.options.c), now.options),
+             (before.background_options(now.background.g, now.background.c), now.background))
+    tolerance = 1e-12
+    for earlier, later in pairs:
+        if not earlier.allowed.all():
+            return False
+        for field in ("direct_usd", "gpu_load", "path_gbs", "stored_gb"):
+            a, b = getattr(earlier, field), getattr(later, field)
+            if np.any(a > b + tolerance * np.maximum(np.abs(b), 1.0)):
+                return False
+    return True
+
+
 def _solve_month(p: Problem, price: np.ndarray, prepaid: np.ndarray, solver: str, gap: float,
-                 time_limit: float | None, start: dict | None = None) -> Solution:
-    """One month's program with instances at `price` on top of `prepaid` ones (reserved: already paid for)."""
+                 time_limit: float | None, start: dict | None = None, floor: float | None = None) -> Solution:
+    """One month's program with instances at `price` on top of `prepaid` ones (reserved: already paid for).
+    `floor`: a lower bound known for it (see fleet_first)."""
     clock = time.perf_counter()
 
     def build_fn(integral: bool):
@@ -418,23 +441,38 @@ def _solve_month(p: Problem, price: np.ndarray, prepaid: np.ndarray, solver: str
         return prob, {**var, "n": bought, "r": free}
 
     if start is not None and p.provisioned:
-        start = _feasible_start(build_fn, start, solver, time_limit)
-    solution = solution_of(p, fleet_first(build_fn, ("n", "r", "h"), p.provisioned, solver, gap, time_limit, start),
-                           clock)
+        start, start_usd = _feasible_start(build_fn, start, solver, time_limit)
+        if start is None or floor is None or start_usd - floor > gap * abs(start_usd):
+            floor = None  # the start's fleet is dearer than the floor: no shortcut, search the fleets
+    solved = fleet_first(build_fn, ("n", "r", "h"), p.provisioned, solver, gap, time_limit, start, floor)
+    solution = solution_of(p, solved, clock)
     return dataclasses.replace(solution, n=solution.n + prepaid)
 
 
-def _feasible_start(build_fn, start: dict[str, float], solver: str, time_limit: float | None) -> dict | None:
-    """The previous month's fleet, kept as it is, with this month's best placement on it: a plan for this month
-    (when that fleet still serves it) that the fleet-first solve starts from."""
-    prob, var = build_fn(True)
+def _feasible_start(build_fn, start: dict[str, float], solver: str,
+                    time_limit: float | None) -> tuple[dict | None, float]:
+    """A first incumbent for the month's relaxed-fleet program (integer fleet, fractional placement): the
+    previous month's fleet, topped up with whole instances where it no longer serves this month, with the
+    cheapest fractional placement on it, and its cost (a lower bound of any plan on that fleet). Two LPs;
+    (None, inf) where even the topped-up fleet has no placement."""
+    prob, var = build_fn(False)
+    for name in ("n", "r", "h"):
+        for v in var[name].values():
+            v.lowBound = round(start.get(v.name) or 0.0)
+            if name == "h":
+                v.upBound = v.lowBound
+            else:  # at least the previous instances, more if need be: fractional here, whole below
+                v.cat = pulp.LpContinuous
+    status, _ = solve_once(prob, solver, 0.0, time_limit)
+    if status != "optimal":
+        return None, np.inf
     for name in ("n", "r"):
         for v in var[name].values():
-            v.lowBound = v.upBound = round(start.get(v.name, 0.0))
-    status, _ = solve_once(prob, solver, 1e-6, time_limit)
-    if status not in ("optimal", "feasible", "time_limit"):
-        return None
-    return {v.name: v.varValue for v in prob.variables()}
+            v.lowBound = v.upBound = float(np.ceil(value(v) - 1e-9))
+    status, _ = solve_once(prob, solver, 0.0, time_limit)
+    if status != "optimal":
+        return None, np.inf
+    return {v.name: v.varValue for v in prob.variables()}, float(pulp.value(prob.objective))
 
 
 def _commit(hz: Horizon, need: np.ndarray, solver: str) -> tuple[list[dict[str, np.ndarray]], dict]:
@@ -476,6 +514,8 @@ def _keep_placements(hz: Horizon, plan: HorizonPlan, solver: str) -> None:
     for m in range(1, len(hz.problems)):
         p, old = hz.problems[m], plan.months[m]
         before = _tier_totals(hz.problems[m - 1], plan.months[m - 1].z)
+        if all(count <= before.get(key, 0.0) + 1e-9 for key, count in _tier_totals(p, old.z).items()):
+            continue  # every context stays on its tier: nothing to keep
         spent = float(p.options.direct_usd @ old.z + p.background.compute_usd @ old.x)
         prob = pulp.LpProblem("kvplan_keep", pulp.LpMinimize)
         n = {g: int(old.n[g]) for g in (offerings_used(p) if p.provisioned else [])}

@@ -178,7 +178,7 @@ class Solved:
 
 
 def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, gap: float,
-                time_limit: float | None, start: dict | None = None) -> Solved:
+                time_limit: float | None, start: dict | None = None, floor: float | None = None) -> Solved:
     """Fleet first, then placement; the full program only where that leaves a gap above `gap`.
 
     1. Relax the placement (z continuous), keep the fleet (the variables named in `fleet`) integer: its dual
@@ -189,7 +189,9 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
     3. If the two bounds are further apart than `gap`, solve the whole program, started from step 2's plan.
     Without a fleet (per_use) the program is solved directly. `build_fn(integral_placement)` builds it.
     `start` (values by variable name, e.g. a similar program's plan) is handed to step 1 as a first incumbent:
-    with a good one, HiGHS proves the bound in little more than the time of the LP.
+    with a good one, HiGHS proves the bound in little more than the time of the LP. `floor`, a lower bound known
+    from elsewhere (e.g. an easier month of a forecast): when `start`'s fleet, fixed, gives a plan within `gap`
+    of it, that plan is returned with the floor as its bound, and step 1 is skipped.
     """
     clock = time.perf_counter()
     if solver == "highs" and not _highs_available():
@@ -213,38 +215,48 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
         for name in fleet:
             yield from var[name].items() if isinstance(var[name], dict) else enumerate(var[name])
 
-    bound = -np.inf
-    start: dict | None = None
+    def fixed_fleet(values: dict) -> tuple[str, pulp.LpProblem, dict]:
+        """Step 2: the placement, integer, with the fleet in `values`; failing that, that fleet or more."""
+        for exact in (True, False):
+            fixed, fixed_var = build_fn(True)
+            for _, var in fleet_vars(fixed_var):
+                var.lowBound = round(values.get(var.name) or 0)
+                if exact or var.upBound == 1:
+                    var.upBound = var.lowBound
+            status, _ = run(fixed, min(gap, 1e-6) / 2, None)
+            if status != "infeasible":
+                break
+        return status, fixed, fixed_var
+
+    bound = -np.inf if floor is None else floor
+    plan: dict | None = None  # step 2's plan, the start of step 3
+    if has_fleet and floor is not None and start is not None:
+        status, fixed, fixed_var = fixed_fleet(start)
+        if status in ("optimal", "feasible", "time_limit"):
+            objective = pulp.value(fixed.objective)
+            if objective - floor <= gap * abs(objective):
+                return Solved("optimal", fixed, fixed_var, objective, floor, solver)
     if has_fleet:
         relaxed, relaxed_var = build_fn(False)
         status, relaxed_bound = run(relaxed, gap / 2, start)
         if status == "infeasible":
             return Solved("infeasible", None, None, None, None, solver)
         if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
-            bound = relaxed_bound
-            values = {v.name: v.varValue for _, v in fleet_vars(relaxed_var)}
-            for exact in (True, False):  # the relaxed fleet as it is; failing that, that fleet or more
-                fixed, fixed_var = build_fn(True)
-                for _, var in fleet_vars(fixed_var):
-                    var.lowBound = round(values.get(var.name) or 0)
-                    if exact or var.upBound == 1:
-                        var.upBound = var.lowBound
-                status, _ = run(fixed, min(gap, 1e-6) / 2, None)
-                if status != "infeasible":
-                    break
+            bound = max(relaxed_bound, bound)
+            status, fixed, fixed_var = fixed_fleet({v.name: v.varValue for _, v in fleet_vars(relaxed_var)})
             if status in ("optimal", "feasible", "time_limit"):
                 objective = pulp.value(fixed.objective)
                 if objective - bound <= gap * abs(objective):
                     return Solved("optimal", fixed, fixed_var, objective, bound, solver)
-                start = {var.name: var.varValue for var in fixed.variables()}
+                plan = {var.name: var.varValue for var in fixed.variables()}
     full, full_var = build_fn(True)
-    if start is not None:
+    if plan is not None:
         for var in full.variables():  # the solver's values, rounded and clipped back into their bounds
-            v = start.get(var.name) or 0.0
+            v = plan.get(var.name) or 0.0
             v = round(v) if var.cat == pulp.LpInteger else v
             var.setInitialValue(min(max(v, var.lowBound if var.lowBound is not None else -np.inf),
                                     var.upBound if var.upBound is not None else np.inf))
-    status, full_bound = run(full, gap, start)
+    status, full_bound = run(full, gap, plan)
     if status in ("optimal", "feasible", "time_limit"):
         best = max(bound, full_bound if full_bound is not None else -np.inf)
         objective = pulp.value(full.objective)

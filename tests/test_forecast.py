@@ -5,6 +5,7 @@ workload keeps its placement; the CLI writes its files and explains a budget tha
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -153,3 +154,57 @@ def test_a_budget_too_small_names_the_months_and_the_cheapest_cap():
     assert f"${10 * H:,.2f}" in message  # the cheapest cap: one instance a month
     ok = forecast(workload(contexts), box_catalog(), months=2, budget=10 * H + 1, gap=1e-9)
     assert ok["total_usd"] == pytest.approx(2 * 10 * H)
+
+
+def two_sizes_catalog(tiers=()):
+    """Two instances of one GPU: a small one, and a big one with more host memory that costs more."""
+    return parse_catalog({"name": "sizes", "as_of": "2026-11-26", "offerings": [
+        {"name": "small", "gpu": "L40S", "gpus": 1, "price_per_hour": {"on_demand": 2.0}, "host_memory_gb": 16,
+         "network_gbps": 25},
+        {"name": "big", "gpu": "L40S", "gpus": 1, "price_per_hour": {"on_demand": 3.0}, "host_memory_gb": 256,
+         "network_gbps": 25}], "tiers": list(tiers)}, "sizes.yaml", MODELS)
+
+
+def test_growing_months_by_month_equal_their_own_plans(monkeypatch):
+    from planner.forecast import _no_cheaper as no_cheaper
+
+    """Month by month, a month whose every option costs no less than the month before inherits that month's
+    bound and tries the month before's fleet first; the fleet must still grow when reuse does. Each month's
+    cost equals the optimal plan of that month alone (moves aside), and the bound stays below the total."""
+    import planner.forecast as fc
+
+    monkeypatch.setattr(fc, "WHOLE_PROGRAM_MAX_OPTIONS", 0)
+    easier = []
+    monkeypatch.setattr(fc, "_no_cheaper", lambda *a: easier.append(no_cheaper(*a)) or easier[-1])
+    contexts = [dict(ONE[0], id=f"c{i}", tokens=4000 + 6000 * i, reuses_per_month=10_000 * (i + 1))
+                for i in range(8)]
+    catalog = two_sizes_catalog(tiers=[{"name": "host", "kind": "host_memory"}, OBJECT])
+    result = forecast(workload(contexts), catalog, months=4, growth=0.6, gap=1e-6)
+    fleets = []
+    for m, row in enumerate(result["months"]):
+        grown = [dict(c, reuses_per_month=c["reuses_per_month"] * 1.6 ** m) for c in contexts]
+        plan = make_plan(workload(grown), catalog, baselines=False, gap=1e-6)
+        assert row["total_usd"] - row["moves_usd"] == pytest.approx(plan["total_usd"], rel=2e-6)
+        fleets.append({f["offering"]: f["on_demand"] for f in row["fleet"]})
+    assert easier == [True, True, True]
+    assert fleets[0] != fleets[-1]  # the workload outgrew its first fleet
+    moves = sum(row["moves_usd"] for row in result["months"])  # charged as they happen, outside the bound
+    assert result["objective_usd"] - moves - 2e-6 * result["objective_usd"] <= result["lower_bound_usd"] \
+        <= result["objective_usd"]
+
+
+def test_a_month_inherits_a_bound_only_from_an_easier_month():
+    from planner.forecast import build_horizon, _no_cheaper
+
+    contexts = [dict(ONE[0], id=f"c{i}", tokens=4000 + 6000 * i, reuses_m1=100.0, reuses_m2=150.0, reuses_m3=120.0)
+                for i in range(3)]
+    w = workload(contexts)
+    catalog = two_sizes_catalog(tiers=[{"name": "host", "kind": "host_memory"}])
+    reuses = monthly_reuses(w, 3)
+    hz = build_horizon(w, catalog, 3, reuses, commitments=(), spot_share=0.0, budget=None, traffic_growth=0.0)
+    unpaid = np.zeros((3, 2), dtype=np.int64)
+    assert _no_cheaper(hz, 1, unpaid)         # reuses grow: month 2 costs no less than month 1
+    assert not _no_cheaper(hz, 2, unpaid)     # they fall: month 3 may cost less than month 2
+    paid = unpaid.copy()
+    paid[1, 0] = 1                            # an instance already paid for in month 2 only
+    assert not _no_cheaper(hz, 1, paid)
