@@ -172,7 +172,7 @@ def _relaxation_offerings(model: Model, table, bg, prices: np.ndarray, solver: s
     prob, var = build(problem, integral_placement=False)
     for v in prob.variables():
         v.cat = pulp.LpContinuous
-    status, _ = solve_once(prob, solver, 0.0)
+    status, _ = solve_once(prob, solver, 0.0, interior_point=True)
     if status != "optimal":
         return set(range(len(fleet.names)))
     gpus = {model.catalog.offerings[g].gpu.name for g, v in var["n"].items() if value(v) > 1e-9}
@@ -440,11 +440,13 @@ def _solve_month(p: Problem, price: np.ndarray, prepaid: np.ndarray, solver: str
         prob += objective + cost
         return prob, {**var, "n": bought, "r": free}
 
+    previous = start  # last month's plan: where the placement stays if this month's fleet is last month's
     if start is not None and p.provisioned:
         start, start_usd = _feasible_start(build_fn, start, solver, time_limit)
         if start is None or floor is None or start_usd - floor > gap * abs(start_usd):
             floor = None  # the start's fleet is dearer than the floor: no shortcut, search the fleets
-    solved = fleet_first(build_fn, ("n", "r", "h"), p.provisioned, solver, gap, time_limit, start, floor)
+    solved = fleet_first(build_fn, ("n", "r", "h"), p.provisioned, solver, gap, time_limit, start, floor,
+                         previous)
     solution = solution_of(p, solved, clock)
     return dataclasses.replace(solution, n=solution.n + prepaid)
 
@@ -466,10 +468,14 @@ def _feasible_start(build_fn, start: dict[str, float], solver: str,
     status, _ = solve_once(prob, solver, 0.0, time_limit)
     if status != "optimal":
         return None, np.inf
+    topped_up = False
     for name in ("n", "r"):
         for v in var[name].values():
-            v.lowBound = v.upBound = float(np.ceil(value(v) - 1e-9))
-    status, _ = solve_once(prob, solver, 0.0, time_limit)
+            whole = float(np.ceil(value(v) - 1e-9))
+            topped_up |= whole > value(v) + 1e-9
+            v.lowBound = v.upBound = whole
+    if topped_up:  # the fractional instances rounded up: place again on the whole fleet
+        status, _ = solve_once(prob, solver, 0.0, time_limit)
     if status != "optimal":
         return None, np.inf
     return {v.name: v.varValue for v in prob.variables()}, float(pulp.value(prob.objective))
@@ -510,11 +516,13 @@ def _commit(hz: Horizon, need: np.ndarray, solver: str) -> tuple[list[dict[str, 
 def _keep_placements(hz: Horizon, plan: HorizonPlan, solver: str) -> None:
     """Month by month, keep each context where it was unless moving is cheaper: with the month's fleet fixed,
     find the placement that costs no more than the chosen one and moves the fewest contexts (a tie-break
-    neither the month-by-month solve nor a gap tolerance can enforce). The plan is updated in place."""
+    neither the month-by-month solve nor a gap tolerance can enforce). Only the classes that arrived on a tier
+    are placed again, the others stay as they are (a small program). The plan is updated in place."""
     for m in range(1, len(hz.problems)):
         p, old = hz.problems[m], plan.months[m]
         before = _tier_totals(hz.problems[m - 1], plan.months[m - 1].z)
-        if all(count <= before.get(key, 0.0) + 1e-9 for key, count in _tier_totals(p, old.z).items()):
+        moved = {k for (k, t), count in _tier_totals(p, old.z).items() if count > before.get((k, t), 0.0) + 1e-9}
+        if not moved:
             continue  # every context stays on its tier: nothing to keep
         spent = float(p.options.direct_usd @ old.z + p.background.compute_usd @ old.x)
         prob = pulp.LpProblem("kvplan_keep", pulp.LpMinimize)
@@ -522,6 +530,9 @@ def _keep_placements(hz: Horizon, plan: HorizonPlan, solver: str) -> None:
         cost, new = month_rows(prob, p, n, "", True)
         for g, h in new["h"].items():
             h.lowBound = h.upBound = int(old.h[g])
+        for z, k, count in zip(new["z"], p.options.k.tolist(), old.z.tolist()):
+            if k not in moved:
+                z.lowBound = z.upBound = count
         prob += cost <= spent + 1e-9 * max(1.0, abs(spent)), "no_dearer"
         arrivals = []
         for key, members in _tier_members(p).items():

@@ -178,7 +178,8 @@ class Solved:
 
 
 def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, gap: float,
-                time_limit: float | None, start: dict | None = None, floor: float | None = None) -> Solved:
+                time_limit: float | None, start: dict | None = None, floor: float | None = None,
+                incumbent: dict | None = None) -> Solved:
     """Fleet first, then placement; the full program only where that leaves a gap above `gap`.
 
     1. Relax the placement (z continuous), keep the fleet (the variables named in `fleet`) integer: its dual
@@ -191,7 +192,8 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
     `start` (values by variable name, e.g. a similar program's plan) is handed to step 1 as a first incumbent:
     with a good one, HiGHS proves the bound in little more than the time of the LP. `floor`, a lower bound known
     from elsewhere (e.g. an easier month of a forecast): when `start`'s fleet, fixed, gives a plan within `gap`
-    of it, that plan is returned with the floor as its bound, and step 1 is skipped.
+    of it, that plan is returned with the floor as its bound, and step 1 is skipped; that fixed solve starts from
+    `incumbent` (integer values by name, e.g. last month's plan), kept where nothing is cheaper within `gap`.
     """
     clock = time.perf_counter()
     if solver == "highs" and not _highs_available():
@@ -215,15 +217,16 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
         for name in fleet:
             yield from var[name].items() if isinstance(var[name], dict) else enumerate(var[name])
 
-    def fixed_fleet(values: dict) -> tuple[str, pulp.LpProblem, dict]:
-        """Step 2: the placement, integer, with the fleet in `values`; failing that, that fleet or more."""
+    def fixed_fleet(values: dict, first: dict | None = None) -> tuple[str, pulp.LpProblem, dict]:
+        """Step 2: the placement, integer, with the fleet in `values`; failing that, that fleet or more.
+        `first`: a plan to start from."""
         for exact in (True, False):
             fixed, fixed_var = build_fn(True)
             for _, var in fleet_vars(fixed_var):
                 var.lowBound = round(values.get(var.name) or 0)
                 if exact or var.upBound == 1:
                     var.upBound = var.lowBound
-            status, _ = run(fixed, min(gap, 1e-6) / 2, None)
+            status, _ = run(fixed, min(gap, 1e-6) / 2 if first is None else gap / 2, first)
             if status != "infeasible":
                 break
         return status, fixed, fixed_var
@@ -231,7 +234,7 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
     bound = -np.inf if floor is None else floor
     plan: dict | None = None  # step 2's plan, the start of step 3
     if has_fleet and floor is not None and start is not None:
-        status, fixed, fixed_var = fixed_fleet(start)
+        status, fixed, fixed_var = fixed_fleet(start, incumbent)
         if status in ("optimal", "feasible", "time_limit"):
             objective = pulp.value(fixed.objective)
             if objective - floor <= gap * abs(objective):
@@ -296,10 +299,13 @@ def shares(values: list[float]) -> np.ndarray:
     return x / x.sum() if len(x) and x.sum() > 0 else x
 
 
-def solve_once(prob: pulp.LpProblem, solver: str, gap: float,
-               time_limit: float | None = None) -> tuple[str, float | None]:
-    """Solve a built program as it is (no fleet-first steps): status and bound."""
-    return _solve_highs(prob, gap, time_limit) if solver == "highs" else _solve_cbc(prob, gap, time_limit)
+def solve_once(prob: pulp.LpProblem, solver: str, gap: float, time_limit: float | None = None,
+               interior_point: bool = False) -> tuple[str, float | None]:
+    """Solve a built program as it is (no fleet-first steps): status and bound. `interior_point`: an LP by
+    HiGHS's interior-point method (with crossover), faster than simplex on large degenerate LPs."""
+    if solver == "highs":
+        return _solve_highs(prob, gap, time_limit, method="ipm" if interior_point else "choose")
+    return _solve_cbc(prob, gap, time_limit)
 
 
 def _highs_available() -> bool:
@@ -348,11 +354,12 @@ class _StartedHiGHS(pulp.HiGHS):
 
 
 def _solve_highs(prob: pulp.LpProblem, gap: float, time_limit: float | None,
-                 start: dict | None = None) -> tuple[str, float | None]:
+                 start: dict | None = None, method: str = "choose") -> tuple[str, float | None]:
     import highspy
 
     _silence_highs_banner()
-    options = {"random_seed": 0, "mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9}
+    options = {"random_seed": 0, "mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9,
+               "solver": method}
     prob.solve(_StartedHiGHS(start, msg=False, gapRel=gap, gapAbs=1e-9, timeLimit=time_limit, **options))
     model = prob.solverModel
     status = model.getModelStatus()
