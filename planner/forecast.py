@@ -339,8 +339,9 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
     """Month by month, then commitments: (1) each month's cheapest plan at on-demand prices (spot blended in at
     its share); (2) the reservations that serve those fleets cheapest (a small program over instance counts);
     (3) each month again with the reserved instances already paid for, and the reservations chosen again for
-    those fleets. The bound is the sum of each month's bound with every offering at its cheapest price per
-    month, a bound for any plan over the candidate offerings, moves and terms included."""
+    those fleets. The bound is the sum of each month's bound with every instance at the least an instance-month
+    can cost (on-demand or reserved, spot at its share), a bound for any plan over the candidate offerings, moves
+    and terms included."""
     clock = time.perf_counter()
     M, F = len(hz.problems), hz.problems[0].fleet
     spot = np.where(np.isfinite(hz.spot_price), hz.spot_price, F.price)
@@ -348,7 +349,7 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
     prepaid = np.zeros((M, len(F.names)), dtype=np.int64)
     left = (lambda: None if time_limit is None else max(time_limit - (time.perf_counter() - clock), 1.0))
 
-    passes = 1 + bool(hz.committed) + bool(hz.committed or np.isfinite(hz.spot_price).any())
+    passes = 1 + 2 * bool(hz.committed)
     solves_left = [passes * M]
 
     def each_month(prices: np.ndarray, paid: np.ndarray, label: str = "") -> list[Solution] | None:
@@ -374,7 +375,10 @@ def _solve_by_month(hz: Horizon, solver: str, gap: float, time_limit: float | No
         prepaid = np.array([sum(counts_m[c] for c in hz.committed) for counts_m in counts])
         solutions = each_month(marginal, prepaid) or solutions
         counts, buys = _commit(hz, np.array([s.n for s in solutions]), solver)
-    cheapest = np.nanmin(np.vstack([F.price, hz.spot_price] + list(hz.committed.values())), axis=0)
+    # The least an instance-month can cost: at most spot_share of an offering's instances are spot, the rest
+    # on-demand or reserved (n·((1 - s)·base + s·min(spot, base)) <= the fleet's cost for any such mix).
+    base = np.nanmin(np.vstack([F.price] + list(hz.committed.values())), axis=0)
+    cheapest = (1 - hz.spot_share) * base + hz.spot_share * np.fmin(spot, base)
     if not np.allclose(cheapest, marginal, equal_nan=True):  # else the first pass's bounds are at these prices
         at_cheapest = each_month(cheapest, np.zeros_like(prepaid), " at the cheapest prices (for the bound)")
         bounds = [None] if at_cheapest is None else [s.lower_bound for s in at_cheapest]

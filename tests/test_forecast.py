@@ -208,3 +208,16 @@ def test_a_month_inherits_a_bound_only_from_an_easier_month():
     paid = unpaid.copy()
     paid[1, 0] = 1                            # an instance already paid for in month 2 only
     assert not _no_cheaper(hz, 1, paid)
+
+
+def test_the_month_by_month_bound_prices_spot_at_its_share(monkeypatch):
+    """At most half the instances may be spot: no instance-month costs less than 0.5 · 10 + 0.5 · 2 = $6/h, so
+    the bound of one instance for two months is 2 · 730 · 6 (spot alone, $2/h, would give a third of that). One
+    instance cannot be half spot: the plan runs it on demand."""
+    monkeypatch.setattr("planner.forecast.WHOLE_PROGRAM_MAX_OPTIONS", 0)
+    catalog = parse_catalog({"name": "box", "as_of": "2026-11-26", "offerings": [
+        {"name": "box", "gpu": "L40S", "gpus": 1, "price_per_hour": {"on_demand": 10.0, "spot": 2.0},
+         "host_memory_gb": 64, "network_gbps": 25}], "tiers": []}, "box.yaml", MODELS)
+    result = forecast(workload(ONE), catalog, months=2, commitments=("spot",), spot_share=0.5, gap=1e-9)
+    assert result["objective_usd"] == pytest.approx(2 * H * 10.0)
+    assert result["lower_bound_usd"] == pytest.approx(2 * H * 6.0)
