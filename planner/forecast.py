@@ -459,7 +459,8 @@ def _feasible_start(build_fn, start: dict[str, float], solver: str,
                     time_limit: float | None) -> tuple[dict | None, float]:
     """A first incumbent for the month's relaxed-fleet program (integer fleet, fractional placement): the
     previous month's fleet, topped up with whole instances where it no longer serves this month, with the
-    cheapest fractional placement on it, and its cost (a lower bound of any plan on that fleet). Two LPs;
+    cheapest fractional placement on it, and its cost (a lower bound of any plan on that fleet). One LP, two
+    where instances are topped up;
     (None, inf) where even the topped-up fleet has no placement."""
     prob, var = build_fn(False)
     for name in ("n", "r", "h"):
