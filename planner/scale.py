@@ -606,7 +606,7 @@ class BucketLP:
                 self._add(np.flatnonzero(~self.active & on_open & ~covered[self.b]))
         counts = self.rep.count.astype(float)
         B = len(counts)
-        for _ in range(rounds):
+        for round_ in range(rounds):
             self.highs.run()
             if self.highs.getModelStatus() != self._optimal:
                 return None
@@ -618,7 +618,7 @@ class BucketLP:
                             np.maximum(-duals[self.node_row:], 0.0))
             rc = self.reduced(prices) * counts[self.b] - duals[:B][self.b]
             entering = ~self.active & (rc < -1e-9 * max(abs(objective), 1.0) / max(B, 1))
-            if not entering.any():
+            if not entering.any() or round_ == rounds - 1:  # a last round's duals are still valid prices
                 break
             idx = np.flatnonzero(entering)
             idx = idx[np.lexsort((rc[idx], self.b[idx]))]
