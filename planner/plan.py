@@ -632,14 +632,15 @@ def _estimates_used(model: Model, placement: Placement, o: Options) -> list[str]
     return result
 
 
-def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
-    """Re-price a saved plan with the analytical model alone (no solver), from the inputs it carries."""
+def saved_inputs(plan: dict, source: str) -> tuple[Workload, Catalog]:
+    """The workload (its contexts included) and catalog a saved plan carries."""
     from .catalog import parse_catalog, parse_model
     from .fields import Section
     from .workload import parse_workload
 
-    root = Section(plan, source)
-    inputs = root.section("inputs")
+    if not isinstance(plan, dict) or "inputs" not in plan:
+        raise InputError(source, "not a kvplan plan (no 'inputs' key)")
+    inputs = Section(plan, source).section("inputs")
     models = {}
     for card_section in inputs.sections("models"):
         card = parse_model(card_section)
@@ -648,10 +649,17 @@ def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
     settings = dict(inputs.section("workload").data)
     keep = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens", "writes_per_month",
             "ttft_slo_s", "tpot_slo_s")
+    settings["contexts"] = [{key: row.data.get(key) for key in keep} for row in Section(plan, source).sections("contexts", [])]
+    return parse_workload(settings, source, models, base_dir=None, path="inputs.workload"), catalog
+
+
+def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
+    """Re-price a saved plan with the analytical model alone (no solver), from the inputs it carries."""
+    from .fields import Section
+
+    model = prepare(*saved_inputs(plan, source))
+    root = Section(plan, source)
     rows = root.sections("contexts", [])
-    settings["contexts"] = [{key: row.data.get(key) for key in keep} for row in rows]
-    workload = parse_workload(settings, source, models, base_dir=None, path="inputs.workload")
-    model = prepare(workload, catalog)
 
     def index(names: tuple[str, ...], name: str, where: str) -> int:
         if name not in names:
