@@ -405,6 +405,7 @@ def _write_forecast(out: Path, result: dict, chart) -> None:
 
 from .cli_workload import workload  # noqa: E402  (last: it imports `command` from this module)
 main.add_command(workload)
-from .cli_report import breakeven_command, report  # noqa: E402
+from .cli_report import breakeven_command, explain_command, report  # noqa: E402
 main.add_command(report)
 main.add_command(breakeven_command)
+main.add_command(explain_command)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -126,3 +127,131 @@ def _breakeven_chart(frame, title: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None} if path.suffix.lower() == ".png" else {"Date": None})
     plt.close(fig)
+
+
+@click.command("explain")
+@click.argument("plan_file", type=click.Path(path_type=Path))
+@click.option("--context", "context_id", help="Explain this context's choice (its id).")
+@click.option("--capacity", is_flag=True, help="Explain the fleet's capacities: use, and what one instance more "
+              "or fewer would change.")
+@click.option("--resolve", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --context: re-solve the plan with the context forced onto each of its N cheapest other "
+              "options. With --capacity: any N > 0 re-solves the placement with one instance more and fewer.")
+@click.option("--all", "show_all", is_flag=True, help="List every option, those outside SLO included.")
+@click.option("--solver", type=click.Choice(["highs", "cbc"]), default="highs", show_default=True)
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True,
+              help="Seconds for each re-solve.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+@command
+def explain_command(plan_file: Path, context_id: str | None, capacity: bool, resolve: int, show_all: bool,
+                    solver: str, time_limit: float, as_json: bool, quiet: bool) -> None:
+    """Explain a saved plan: one context's options and choice (--context ID), or its capacities (--capacity)."""
+    from . import explain
+    from .plan import price, saved_inputs, saved_placement, prepare
+
+    if (context_id is None) == (not capacity):
+        raise InputError("kvplan explain", "name one of --context ID and --capacity")
+    plan = _load_plan(plan_file)
+    model = prepare(*saved_inputs(plan, str(plan_file)))
+    placement = saved_placement(plan, str(plan_file), model)
+    priced = price(model, placement)
+    if capacity:
+        frame = explain.capacity(model, placement, priced, resolve > 0, solver, time_limit)
+        if as_json:
+            click.echo(frame.to_json(orient="records", indent=1))
+            return
+        click.echo(_capacity_text(frame, priced.total))
+        return
+    result = explain.context(model, placement, priced, context_id)
+    frame = result["options"]
+    if resolve:
+        candidates = frame[(frame["verdict"] == "ok") & ~frame["chosen"]].sort_values(
+            ["usd_margin", "offering", "tier"]).head(resolve)
+        frame["resolved_total_usd"] = None
+        for index, row in candidates.iterrows():
+            if not quiet:
+                click.echo(f"re-solving with {context_id} on {row['tier']} / {row['offering']}...", err=True)
+            frame.loc[index, "resolved_total_usd"] = explain.resolved_total(
+                model, context_id, row["offering"], row["tier"], solver=solver, time_limit=time_limit)
+    if as_json:
+        out = {**result, "plan_total_usd": priced.total, "options": frame.to_dict(orient="records")}
+        click.echo(json.dumps(out, indent=1, default=_plain))
+        return
+    click.echo(_context_text(result, frame, priced.total, show_all))
+
+
+def _plain(value):
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
+    chosen, flip = result["chosen"], result["flip"]
+    slo = f"TTFT SLO {result['ttft_slo_s']:g} s" + (f", TPOT SLO {result['tpot_slo_s'] * 1000:g} ms"
+                                                     if np.isfinite(result["tpot_slo_s"]) else "")
+    lines = [f"kvplan explain: context {result['context']} ({result['tokens']:,} tokens, "
+             f"{result['reuses_per_month']:,.4g} reuses/month, {slo})", "",
+             f"Chosen: {chosen['tier']} on {chosen['offering']}: ${chosen['usd_margin']:,.4f} a month at the margin "
+             f"(${chosen['usd_in_plan']:,.4f} in the plan, with its share of the fleet)",
+             f"Why:    {result['why']}"]
+    if flip is None:
+        lines.append("Flip:   no reuse rate makes another option on this fleet cheaper")
+    else:
+        direction = "rise above" if flip["reuses_per_month"] > result["reuses_per_month"] else "fall below"
+        change = "" if flip["change"] is None else f" ({flip['change']:+.1%})"
+        lines.append(f"Flip:   reuse would have to {direction} {flip['reuses_per_month']:,.4g}/month{change} for "
+                     f"{flip['to']['tier']} on {flip['to']['offering']} to cost less")
+    shown = frame if show_all else frame[frame["verdict"] == "ok"]
+    shown = shown.assign(blocked=shown["needs"] != "").sort_values(["blocked", "usd_margin", "offering", "tier"],
+                                                                    na_position="last")
+    resolved = "resolved_total_usd" in frame
+    rows = []
+    for r in shown.itertuples():
+        row = [r.offering, r.tier, f"{r.ttft_s:.3f}", r.verdict, f"${r.usd_direct:,.4f}", _money(r.usd_full_gpu),
+               _money(r.usd_margin), r.needs, "<- chosen" if r.chosen else ""]
+        if resolved:
+            value = r.resolved_total_usd
+            row.append("" if value is None or pd_isna(value) else f"${value:,.2f} ({value - total:+,.2f})")
+        rows.append(row)
+    headers = ["offering", "tier", "TTFT (s)", "verdict", "direct", "GPU at full price", "at the margin", "needs", ""]
+    if resolved:
+        headers.append("plan total if forced")
+    hidden = len(frame) - len(shown)
+    lines += ["", f"Options{'' if show_all else ' within SLO'} (USD a month. direct: storage, network, requests"
+              "; GPU at full price: plus its GPU time at the instance's price per unit of GPU "
+              "capacity; at the margin: plus GPU time only where the rented GPUs have no room for it):",
+              table(headers, rows)]
+    if hidden:
+        lines.append(f"  ({hidden} options outside SLO or not available: --all lists them)")
+    return "\n".join(lines)
+
+
+def _money(value) -> str:
+    return "—" if value is None or pd_isna(value) else f"${value:,.4f}"
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def _capacity_text(frame, total: float) -> str:
+    if frame.empty:
+        return "kvplan explain: the plan rents no instances (per_use mode, or nothing to serve)"
+    rows = []
+    for r in frame.itertuples():
+        more = "" if r.one_more_usd is None or pd_isna(r.one_more_usd) else f"{r.one_more_usd:+,.2f}"
+        fewer = "" if r.one_fewer_usd is None or pd_isna(r.one_fewer_usd) else f"{r.one_fewer_usd:+,.2f}"
+        if "one_fewer_usd" in frame and r.instances > 0 and fewer == "" and r.one_more_usd is not None \
+                and not pd_isna(r.one_more_usd):
+            fewer = "no plan"
+        rows.append([r.offering, r.instances, r.resource, f"{r.used:,.4g}", f"{r.capacity:,.4g}", f"{r.share:.1%}",
+                     "yes" if r.binding else "", f"${r.instance_usd:,.2f}", more, fewer])
+    text = table(["offering", "instances", "resource", "used", "capacity", "share", "binding", "instance/month",
+                  "total if one more", "total if one fewer"], rows, indent="")
+    note = ("\n(total if one more / fewer: the change in the plan's monthly total when the placement is re-solved "
+            "on the fleet with one instance of that offering more or fewer, HBM-cache states kept; the instance's "
+            "price included. A placement saving larger than the instance's price would mean one more pays off.)")
+    return f"kvplan explain: capacities of the plan (${total:,.2f} a month)\n\n" + text + note

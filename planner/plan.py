@@ -649,15 +649,21 @@ def saved_inputs(plan: dict, source: str) -> tuple[Workload, Catalog]:
     settings = dict(inputs.section("workload").data)
     keep = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens", "writes_per_month",
             "ttft_slo_s", "tpot_slo_s")
-    settings["contexts"] = [{key: row.data.get(key) for key in keep} for row in Section(plan, source).sections("contexts", [])]
+    rows = Section(plan, source).sections("contexts", [])
+    settings["contexts"] = [{key: row.data.get(key) for key in keep} for row in rows]
     return parse_workload(settings, source, models, base_dir=None, path="inputs.workload"), catalog
 
 
 def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
     """Re-price a saved plan with the analytical model alone (no solver), from the inputs it carries."""
+    model = prepare(*saved_inputs(plan, source))
+    return model, price(model, saved_placement(plan, source, model))
+
+
+def saved_placement(plan: dict, source: str, model: Model) -> Placement:
+    """A saved plan's decisions, on the model of its inputs."""
     from .fields import Section
 
-    model = prepare(*saved_inputs(plan, source))
     root = Section(plan, source)
     rows = root.sections("contexts", [])
 
@@ -679,5 +685,4 @@ def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
             nodes[index(model.tiers.names, row.string("tier"), row.where("tier"))] = row.number("nodes", integer=True)
     offering = np.array([index(model.fleet.names, r.string("offering"), r.where("offering")) for r in rows], np.int64)
     tier = np.array([index(model.tiers.names, r.string("tier"), r.where("tier")) for r in rows], np.int64)
-    placement = Placement(offering, tier, instances, hbm, share, nodes)
-    return model, price(model, placement)
+    return Placement(offering, tier, instances, hbm, share, nodes)
