@@ -196,12 +196,14 @@ def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
              f"(${chosen['usd_in_plan']:,.4f} in the plan, with its share of the fleet)",
              f"Why:    {result['why']}"]
     if flip is None:
-        lines.append("Flip:   no reuse rate makes another option on this fleet cheaper")
+        lines.append("Flip:   no reuse rate (within a factor of 10,000) makes another option on this fleet cheaper "
+                     "at the margin")
     else:
         direction = "rise above" if flip["reuses_per_month"] > result["reuses_per_month"] else "fall below"
-        change = "" if flip["change"] is None else f" ({flip['change']:+.1%})"
+        factor = flip["reuses_per_month"] / result["reuses_per_month"] if result["reuses_per_month"] else None
+        change = "" if factor is None else f" (×{factor:,.3g})" if factor >= 2 else f" ({factor - 1:+.1%})"
         lines.append(f"Flip:   reuse would have to {direction} {flip['reuses_per_month']:,.4g}/month{change} for "
-                     f"{flip['to']['tier']} on {flip['to']['offering']} to cost less")
+                     f"{flip['to']['tier']} on {flip['to']['offering']} to cost less at the margin")
     shown = frame if show_all else frame[frame["verdict"] == "ok"]
     shown = shown.assign(blocked=shown["needs"] != "").sort_values(["blocked", "usd_margin", "offering", "tier"],
                                                                     na_position="last")

@@ -9,9 +9,10 @@ margin: free on a rented offering whose GPUs have room for it, else at the price
 NVMe) or path is full on the plan's fleet, or whose offering runs in the other HBM-cache state, needs the fleet
 changed: that is the capacity that forced the choice.
 
-Every option's cost is linear in the context's reuse rate f (reuses per month): cost(f) = a + b·f, so the rate
-at which the choice flips to another option is where the two lines cross (GPU time at full price: at the margin,
-spare GPUs make it free whatever the reuse). SLO verdicts do not depend on f.
+Every option's direct cost and GPU time are linear in the context's reuse rate f (reuses per month); its cost at
+the margin jumps where its GPU time outgrows the room on its offering. The choice flips at the nearest rate where
+an option that needs no change of fleet costs less at the margin: found on a fine grid, then by bisection. SLO
+verdicts do not depend on f.
 
 `resolved_total` re-solves the whole plan with the context forced to one option (the exact program, so for plans
 of at most SCALE_CLASSES context classes): the check of the margin above, and of the plan's optimality.
@@ -74,18 +75,23 @@ def _context_index(model: Model, context_id: str) -> int:
     return ids.index(context_id)
 
 
-def _options_of(model: Model, placement: Placement, i: int, reuses: float | None = None) -> Options:
-    """Every (offering, tier) option of context i; offerings in the plan's fleet in their HBM-cache state, others
-    in the state the tier needs (with a cache for the HBM tier)."""
+def _options_of(model: Model, placement: Placement, i: int, rates: np.ndarray | None = None) -> Options:
+    """Every (offering, tier) option of context i, at its own reuse rate or at each of `rates` (rows rate by rate);
+    offerings in the plan's fleet in their HBM-cache state, others in the state the tier needs (a cache for the
+    HBM tier)."""
     G, T = len(model.fleet.names), len(model.tiers.names)
     g, t = np.repeat(np.arange(G), T), np.tile(np.arange(T), G)
     hbm_tier = np.asarray(model.tiers.kinds, dtype=object)[t] == "hbm"
-    rented = placement.instances[g] > 0
-    c = np.where(rented, placement.hbm_cache[g], hbm_tier.astype(np.int64))
-    demand, k = model.demand, int(model.context_class[i])
-    if reuses is not None:
-        demand = dataclasses.replace(demand, reuses_per_month=demand.reuses_per_month.copy())
-        demand.reuses_per_month[k] = reuses
+    c = np.where(placement.instances[g] > 0, placement.hbm_cache[g], hbm_tier.astype(np.int64))
+    k = int(model.context_class[i])
+    demand = model.demand
+    if rates is not None:  # the context's class once per rate
+        demand = Demand(**{name: np.repeat(getattr(demand, name)[[k]], len(rates))
+                           for name in Demand.__dataclass_fields__})
+        demand = dataclasses.replace(demand, reuses_per_month=np.asarray(rates, float))
+        R = len(rates)
+        return evaluate(model.card, model.fleet, model.tiers, demand, model.settings, np.repeat(np.arange(R), G * T),
+                        np.tile(g, R), np.tile(t, R), np.tile(c, R))
     return evaluate(model.card, model.fleet, model.tiers, demand, model.settings, np.full(len(g), k), g, t, c)
 
 
@@ -163,7 +169,7 @@ def context(model: Model, placement: Placement, priced: Priced, context_id: str)
         why = (f"{frame.loc[best, 'tier']} on {frame.loc[best, 'offering']} would cost "
                f"${marginal[chosen] - marginal[best]:,.2f} a month less but needs {blocked}"
                if blocked else "within the solver's gap of the cheapest option at the margin")
-    flip = _flip(model, placement, i, chosen, free)
+    flip = _flip(model, placement, i, chosen, free, room)
     k = int(model.context_class[i])
     return {"context": context_id, "tokens": int(model.demand.tokens[k]),
             "reuses_per_month": float(model.demand.reuses_per_month[k]),
@@ -200,39 +206,49 @@ def _amount(value: float) -> str:
     return f"{value:,.4g}"
 
 
-def _flip(model: Model, placement: Placement, i: int, chosen: int, free: np.ndarray) -> dict | None:
-    """The nearest reuse rate at which another option that needs no fleet change costs less than the choice, GPU
-    time at full price (at the margin, spare GPUs make GPU time free, whatever the reuse)."""
-    k = int(model.context_class[i])
-    f = float(model.demand.reuses_per_month[k])
-    probe = (max(f, 1.0), 2 * max(f, 1.0))
-    costs = []
-    for rate in probe:
-        o = _options_of(model, placement, i, rate)
-        costs.append(o.direct_usd + _gpu_usd(model, o))
-    with np.errstate(invalid="ignore"):  # inf − inf for options that do not exist
-        slope = (costs[1] - costs[0]) / (probe[1] - probe[0])
-        intercept = costs[0] - slope * probe[0]
-    best = None
-    for j in np.flatnonzero(free):
-        if j == chosen:
-            continue
-        ds, di = slope[j] - slope[chosen], intercept[j] - intercept[chosen]
-        if abs(ds) < 1e-15:
-            continue
-        if di + ds * f < 0:
-            continue                         # already cheaper at full price: chosen for the margin, not this
-        rate = -di / ds                      # where option j's line crosses the choice's
-        if rate <= 1e-9 * max(f, 1.0) or (rate > f and ds > 0) or (rate < f and ds < 0) or not np.isfinite(rate):
-            continue                         # j is dearer on that side of f, or only cheaper without reuse
-        if best is None or abs(rate - f) < abs(best[0] - f):
-            best = (rate, j)
-    if best is None:
+def margins(model: Model, placement: Placement, i: int, rates: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """(rates, options): each option's cost at the margin with context i reused at each rate."""
+    o = _options_of(model, placement, i, rates)
+    return _marginal(model, placement, o, room).reshape(len(rates), -1)
+
+
+def _flip(model: Model, placement: Placement, i: int, chosen: int, free: np.ndarray, room: np.ndarray) -> dict | None:
+    """The nearest reuse rate (up or down, within a factor of 10,000) at which an option that needs no change of
+    fleet costs less at the margin than the choice: a crossing of two lines, or the GPUs running out of room."""
+    f = float(model.demand.reuses_per_month[int(model.context_class[i])])
+    free = free.copy()
+    free[chosen] = False
+    if not free.any():
         return None
-    rate, j = best
-    o = _options_of(model, placement, i)
+
+    def beaten(rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cost = margins(model, placement, i, rates, room)
+        other = np.where(free, cost, np.inf)
+        mine = cost[:, chosen]
+        return other.min(axis=1) < mine - 1e-9 * np.maximum(np.abs(mine), 1e-9), other.argmin(axis=1)
+
+    found = []
+    start = f if f > 0 else 1e-3
+    for steps in (np.geomspace(1, 1e4, 161)[1:], np.geomspace(1, 1e-4, 161)[1:]):
+        rates = start * steps
+        lost, _ = beaten(rates)
+        if not lost.any():
+            continue
+        first = int(np.argmax(lost))
+        near, far = (start if first == 0 else rates[first - 1]), rates[first]
+        for _ in range(50):  # bisect (geometrically) down to where the choice is first beaten
+            middle = np.sqrt(near * far)
+            if beaten(np.array([middle]))[0][0]:
+                far = middle
+            else:
+                near = middle
+        found.append((far, int(beaten(np.array([far]))[1][0])))
+    if not found:
+        return None
+    rate, j = min(found, key=lambda item: abs(np.log(item[0] / start)))
+    T = len(model.tiers.names)
     return {"reuses_per_month": float(rate), "change": float(rate / f - 1) if f > 0 else None,
-            "to": {"offering": model.fleet.names[o.g[j]], "tier": model.tiers.names[o.t[j]]}}
+            "to": {"offering": model.fleet.names[j // T], "tier": model.tiers.names[j % T]}}
 
 
 def capacity(model: Model, placement: Placement, priced: Priced, resolve: bool, solver: str = "highs",
@@ -257,7 +273,7 @@ def capacity(model: Model, placement: Placement, priced: Priced, resolve: bool, 
             share = used[g, r] / cap[g, r] if cap[g, r] > 0 else np.inf
             rows.append({"offering": F.names[g], "instances": int(placement.instances[g]), "resource": name,
                          "used": float(used[g, r]), "capacity": float(cap[g, r]), "share": float(share),
-                         "binding": bool(share >= 1 - 1e-3),
+                         "binding": bool(share >= 0.99),
                          "one_more_usd": effect.get(+1), "one_fewer_usd": effect.get(-1),
                          "instance_usd": float(F.price[g] * model.settings.hours_per_month)})
     return pd.DataFrame(rows)
