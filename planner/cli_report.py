@@ -191,7 +191,7 @@ def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
     slo = f"TTFT SLO {result['ttft_slo_s']:g} s" + (f", TPOT SLO {result['tpot_slo_s'] * 1000:g} ms"
                                                      if np.isfinite(result["tpot_slo_s"]) else "")
     lines = [f"kvplan explain: context {result['context']} ({result['tokens']:,} tokens, "
-             f"{result['reuses_per_month']:,.4g} reuses/month, {slo})", "",
+             f"{_rate(result['reuses_per_month'])} reuses/month, {slo})", "",
              f"Chosen: {chosen['tier']} on {chosen['offering']}: ${chosen['usd_margin']:,.4f} a month at the margin "
              f"(${chosen['usd_in_plan']:,.4f} in the plan, with its share of the fleet)",
              f"Why:    {result['why']}"]
@@ -202,7 +202,7 @@ def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
         direction = "rise above" if flip["reuses_per_month"] > result["reuses_per_month"] else "fall below"
         factor = flip["reuses_per_month"] / result["reuses_per_month"] if result["reuses_per_month"] else None
         change = "" if factor is None else f" (×{factor:,.3g})" if factor >= 2 else f" ({factor - 1:+.1%})"
-        lines.append(f"Flip:   reuse would have to {direction} {flip['reuses_per_month']:,.4g}/month{change} for "
+        lines.append(f"Flip:   reuse would have to {direction} {_rate(flip['reuses_per_month'])}/month{change} for "
                      f"{flip['to']['tier']} on {flip['to']['offering']} to cost less at the margin")
     shown = frame if show_all else frame[frame["verdict"] == "ok"]
     shown = shown.assign(blocked=shown["needs"] != "").sort_values(["blocked", "usd_margin", "offering", "tier"],
@@ -227,6 +227,10 @@ def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
     if hidden:
         lines.append(f"  ({hidden} options outside SLO or not available: --all lists them)")
     return "\n".join(lines)
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _money(value) -> str:

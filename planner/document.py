@@ -187,7 +187,7 @@ def _ttft(plan: dict) -> Part:
         for tier, group in points.groupby("tier", sort=False):
             ax.scatter(group["tokens"], group["share"], s=8 + 6 * np.log1p(group["contexts"]), alpha=0.6,
                        label=tier, edgecolors="none")
-        ax.legend(fontsize=7, markerscale=0.8, loc="lower right")
+        ax.legend(fontsize=7, markerscale=0.8, loc="best")
         caption = "Each context class's TTFT as a share of its SLO (size: contexts); at or below 100%: met."
     else:
         ax.hexbin(points["tokens"], points["share"], C=points["contexts"], reduce_C_function=np.sum, xscale="log",
