@@ -254,7 +254,7 @@ def _flip(model: Model, placement: Placement, i: int, chosen: int, free: np.ndar
 def capacity(model: Model, placement: Placement, priced: Priced, resolve: bool, solver: str = "highs",
              time_limit: float | None = 120.0) -> pd.DataFrame:
     """Per rented offering and resource: use, capacity, share; and, with `resolve`, what one more and one fewer
-    instance would change (re-solving the placement on that fleet)."""
+    instance would change (re-solving the placement on that fleet). Nodes of in-memory services: their GB."""
     F = model.fleet
     used, cap = _usage(model, placement, priced)
     rows = []
@@ -276,6 +276,14 @@ def capacity(model: Model, placement: Placement, priced: Priced, resolve: bool, 
                          "binding": bool(share >= 0.99),
                          "one_more_usd": effect.get(+1), "one_fewer_usd": effect.get(-1),
                          "instance_usd": float(F.price[g] * model.settings.hours_per_month)})
+    T, o = model.tiers, priced.options
+    for t in np.flatnonzero(placement.nodes > 0):  # in-memory services bought by the node
+        stored = float(o.stored_gb[o.t == t].sum())
+        capacity_gb = float(placement.nodes[t] * T.node_gb[t])
+        rows.append({"offering": f"{T.names[t]} nodes", "instances": int(placement.nodes[t]), "resource": "gb",
+                     "used": stored, "capacity": capacity_gb, "share": stored / capacity_gb,
+                     "binding": bool(stored >= 0.99 * capacity_gb), "one_more_usd": None, "one_fewer_usd": None,
+                     "instance_usd": float(T.node_price_per_hour[t] * model.settings.hours_per_month)})
     return pd.DataFrame(rows)
 
 
