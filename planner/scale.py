@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .costmodel import (PATH_BLOCK, PATH_NETWORK, RECOMPUTE, Demand, Fleet, Options, Settings, Tiers,
                         prefill_flops)
@@ -371,8 +372,7 @@ def buckets(demand: Demand, limit: int = MAX_BUCKETS) -> tuple[Demand, np.ndarra
                                _log_bins(demand.writes_per_month, 4 * width), *slo_codes])
         key = key - key.min(axis=0) if K else key
         flat = np.ravel_multi_index(key.T, key.max(axis=0) + 1) if K else np.zeros(0, np.int64)  # small ints
-        _, of_class = np.unique(flat, return_inverse=True)
-        of_class = of_class.reshape(-1)
+        of_class = pd.factorize(flat, sort=True)[0].astype(np.int64)    # np.unique's inverse, hashed: faster
         B = int(of_class.max()) + 1 if K else 0
         if B <= limit:
             break

@@ -296,13 +296,21 @@ def demand_classes(workload: Workload, reuses: np.ndarray | None = None) -> tupl
         frame["ttft_slo_s"].fillna(workload.ttft_slo_s).to_numpy(float),
         frame["tpot_slo_s"].fillna(tpot_default).to_numpy(float), reuses,
     ]) if len(frame) else np.zeros((0, 6 + reuses.shape[1]))
-    keys, inverse, counts = np.unique(columns, axis=0, return_inverse=True, return_counts=True)
+    # identical rows, in lexicographic order (np.unique(axis=0) does the same, 4x slower)
+    order = np.lexsort(columns.T[::-1])
+    ordered = columns[order]
+    new = np.ones(len(order), bool)
+    new[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
+    keys = ordered[new]
+    counts = np.diff(np.append(np.flatnonzero(new), len(order)))
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.cumsum(new) - 1
     months = [Demand(
         tokens=keys[:, 0].astype(np.int64), prompt_tokens=keys[:, 1].astype(np.int64),
         output_tokens=keys[:, 2].astype(np.int64), reuses_per_month=keys[:, 6 + m], writes_per_month=keys[:, 3],
         ttft_slo_s=keys[:, 4], tpot_slo_s=keys[:, 5], count=counts.astype(np.int64),
     ) for m in range(reuses.shape[1])]
-    return months, inverse.reshape(-1).astype(np.int64)
+    return months, inverse
 
 
 def background_demand(workload: Workload) -> Demand:
