@@ -124,11 +124,23 @@ def main() -> None:
 @click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
               help="exact: one program over every context class and option; scale: the engine for many contexts "
               f"(a per-context plan with a proven lower bound); auto: scale above {SCALE_CLASSES:,} context classes.")
+@click.option("--scenarios", "scenarios_file", type=click.Path(path_type=Path),
+              help="With --robust: the scenarios the one fleet must serve (see kvplan sweep).")
+@click.option("--robust", help="expected | worst | cvar:ALPHA: one fleet for every scenario, placed per scenario, "
+              "minimising the expected cost, the worst case or the CVaR; with each scenario's regret.")
 @command
 def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str, time_limit: float, gap: float,
                  as_json: bool, out: Path | None, force: bool, no_baselines: bool, budget: float | None, timing: bool,
-                 method: str, quiet: bool) -> None:
+                 method: str, scenarios_file: Path | None, robust: str | None, quiet: bool) -> None:
     """Plan WORKLOAD (a workload YAML) on a catalog: the cheapest placement and fleet that meet the SLOs."""
+    if (robust is None) != (scenarios_file is None):
+        raise InputError("--robust/--scenarios", "give both: the scenarios and the robust objective")
+    if robust is not None:
+        from .cli_sweep import robust_plan_command
+
+        robust_plan_command(workload, catalog_ref, scenarios_file, robust, solver, gap, time_limit, as_json, out,
+                            force, quiet)
+        return
     if out is not None and (out / "plan.json").exists() and not force:
         raise InputError(str(out / "plan.json"), "exists; pass --force to overwrite it")
     models = load_models()
@@ -416,3 +428,5 @@ from .cli_report import breakeven_command, explain_command, report  # noqa: E402
 main.add_command(report)
 main.add_command(breakeven_command)
 main.add_command(explain_command)
+from .cli_sweep import sweep_command  # noqa: E402
+main.add_command(sweep_command)

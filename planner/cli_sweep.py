@@ -1,0 +1,129 @@
+"""`kvplan sweep`: many scenarios planned in full, their quantiles and sensitivities."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from .catalog import load_models
+from .cli import command, write_atomic
+from .errors import InputError
+
+
+def _read_results(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def _write_results(frame: pd.DataFrame, path: Path) -> None:
+    """The table as Parquet (if asked for) and always as CSV beside it, each written whole then renamed."""
+    csv = path.with_suffix(".csv")
+    write_atomic(csv, frame.to_csv(index=False))
+    if path.suffix == ".parquet":
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+
+
+@click.command("sweep")
+@click.argument("workload", type=click.Path(path_type=Path))
+@click.option("--catalog", "catalog_ref", required=True, help="The catalog scenarios start from (name or path).")
+@click.option("--scenarios", "scenarios_file", required=True, type=click.Path(path_type=Path),
+              help="The scenarios YAML: named overrides, a grid, random draws (see planner/scenarios.py).")
+@click.option("--samples", type=click.IntRange(min=1), help="Random draws (overrides the file's random.samples).")
+@click.option("--workers", type=click.IntRange(min=1), help="Processes on this machine (default: its cores, up to 8).")
+@click.option("--out", type=click.Path(path_type=Path), help="Results table: .parquet (and .csv beside it) or .csv. "
+              "Scenarios already in it are not planned again (resume).")
+@click.option("--gap", type=click.FloatRange(min=0, max=1), default=1e-4, show_default=True)
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=300.0, show_default=True,
+              help="Seconds for each scenario's solve.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@command
+def sweep_command(workload: Path, catalog_ref: str, scenarios_file: Path, samples: int | None, workers: int | None,
+                  out: Path | None, gap: float, time_limit: float, as_json: bool, quiet: bool) -> None:
+    """Plan WORKLOAD under every scenario of a scenarios file; P10/P50/P90 of the cost and a tornado table."""
+    from . import scenarios as sc
+    from . import sweep
+
+    if out is not None and out.suffix not in (".parquet", ".csv"):
+        raise InputError(f"--out {out}", "expected a .parquet or .csv file")
+    if out is not None and out.suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError(f"--out {out}", "Parquet needs pyarrow: pip install 'kvplan[parquet]' (or use .csv)")
+    todo = sc.load(scenarios_file, samples)
+    base = sc.base(workload, catalog_ref, scenarios_file)
+    sc.apply(base, todo[0], load_models())   # a bad workload or catalog is reported once, before any work
+    rows: list[dict] = []
+    if out is not None and out.exists():
+        previous = _read_results(out)
+        known = {s.id for s in todo}
+        rows = [r for r in previous.to_dict(orient="records") if r["scenario"] in known]
+        have = {r["scenario"] for r in rows}
+        todo_now = [s for s in todo if s.id not in have]
+        if not quiet:
+            click.echo(f"resuming: {len(rows)} scenarios already in {out}, {len(todo_now)} to plan", err=True)
+    else:
+        todo_now = todo
+    workers = workers or sweep.default_workers()
+    if not quiet:
+        click.echo(f"planning {len(todo_now)} scenarios on {workers} worker(s)...", err=True)
+    bar = click.progressbar(length=len(todo_now), file=sys.stderr, label="scenarios") if not quiet and todo_now else None
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+        if out is not None and len(rows) % 10 == 0:   # a sweep stopped midway resumes from here
+            _write_results(sweep.ordered(rows, todo), out)
+
+    if bar is not None:
+        bar.__enter__()
+    try:
+        sweep.run_local(base, todo_now, workers, gap, time_limit, done)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    frame = sweep.ordered(rows, todo)
+    summary = sweep.summary(frame)
+    if out is not None:
+        _write_results(frame, out)
+        write_atomic(out.with_suffix(".summary.json"), json.dumps(summary, indent=1) + "\n")
+        sweep.chart(frame, summary, out.with_suffix(".png"))
+        if not quiet:
+            click.echo(f"wrote {out}" + (f", {out.with_suffix('.csv')}" if out.suffix == ".parquet" else "")
+                       + f", {out.with_suffix('.summary.json')} and {out.with_suffix('.png')}", err=True)
+    click.echo(json.dumps(summary, indent=1) if as_json else sweep.summary_text(summary))
+
+
+def robust_plan_command(workload: Path, catalog_ref: str, scenarios_file: Path, robust: str, solver: str,
+                        gap: float, time_limit: float, as_json: bool, out: Path | None, force: bool,
+                        quiet: bool) -> None:
+    """`kvplan plan WORKLOAD --scenarios FILE --robust OBJECTIVE`: one fleet for every scenario."""
+    from . import scenarios as sc
+    from .report import table
+    from .robust import parse_objective, robust_plan
+
+    if out is not None and (out / "robust.json").exists() and not force:
+        raise InputError(str(out / "robust.json"), "exists; pass --force to overwrite it")
+    objective, alpha = parse_objective(robust)
+    result = robust_plan(sc.base(workload, catalog_ref, scenarios_file), sc.load(scenarios_file), objective, alpha,
+                         load_models(), solver=solver, gap=gap, time_limit=time_limit,
+                         progress=(lambda message: None) if quiet else (lambda m: click.echo(m, err=True)))
+    if out is not None:
+        write_atomic(out / "robust.json", json.dumps(result, indent=1) + "\n")
+    if as_json:
+        click.echo(json.dumps(result, indent=1))
+        return
+    fleet = " + ".join(f"{f['instances']}x {f['offering']}" for f in result["fleet"])
+    rows = [[r["scenario"], f"${r['robust_usd']:,.2f}", f"${r['own_optimum_usd']:,.2f}", f"${r['regret_usd']:,.2f}",
+             r["own_fleet"]] for r in result["scenarios"]]
+    click.echo(f"kvplan robust plan ({result['objective']}): {fleet}\n"
+               f"{result['objective']} cost ${result['objective_usd']:,.2f} per month ({result['status']})\n\n"
+               + table(["scenario", "robust fleet", "own optimum", "regret", "own fleet"], rows, indent=""))

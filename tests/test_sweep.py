@@ -1,0 +1,151 @@
+"""Scenarios, sweeps and robust plans: overrides applied as written, a process pool equal to one process row by
+row, resume, quantiles and tornado by hand, and a robust plan's regrets by hand on a 3-scenario example."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from planner import scenarios as sc
+from planner.catalog import load_models
+from planner.cli import main
+from planner.errors import InputError
+from planner.robust import cvar, parse_objective, robust_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = load_models()
+H = 730.0
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Two contexts of rag-docs' model on a two-offering catalog (same GPU, prices 1 and 2 $/h), no stored tier:
+    every plan is one instance of the cheaper offering, recomputing."""
+    catalog = write(tmp_path / "two.yaml", {
+        "name": "two", "as_of": "2026-11-26",
+        "gpus": {"L40S": {"tflops": 362, "hbm_gb": 48, "hbm_gbps": 864, "pcie_gbps": 32}},
+        "offerings": [{"name": "A", "gpu": "L40S", "gpus": 1, "price_per_hour": {"on_demand": 1.0}},
+                      {"name": "B", "gpu": "L40S", "gpus": 1, "price_per_hour": {"on_demand": 2.0}}],
+        "tiers": [{"name": "blob", "kind": "object", "price_gb_month": 0.02, "first_byte_latency_s": 0.01,
+                   "read_gbps": 1.0}]})
+    workload = write(tmp_path / "w.yaml", {
+        "name": "tiny", "model": "Llama-3.1-8B", "slo": {"ttft_s": 30.0},
+        "contexts": [{"id": "a", "tokens": 1000, "reuses_per_month": 100, "prompt_tokens": 50, "output_tokens": 20},
+                     {"id": "b", "tokens": 2000, "reuses_per_month": 50, "prompt_tokens": 50, "output_tokens": 20}]})
+    return tmp_path, workload, catalog
+
+
+def test_overrides_are_applied_as_written(tiny):
+    folder, workload, catalog = tiny
+    file = write(folder / "s.yaml", {"scenarios": [
+        {"name": "x", "reuse_scale": 3.0, "gpu_price_scale": {"L40S": 0.5}, "storage_price_scale": 2.0,
+         "workload": {"peak_to_mean": 4.0, "slo": {"ttft_s": 5.0}},
+         "catalog": {"offerings": [{"name": "B", "max_instances": 1}]}}]})
+    (x,) = sc.load(file)
+    assert x.parameters == {"reuse_scale": 3.0, "gpu_price_scale": {"L40S": 0.5}, "storage_price_scale": 2.0,
+                            "workload.peak_to_mean": 4.0, "workload.slo.ttft_s": 5.0,
+                            "catalog.offerings": [{"name": "B", "max_instances": 1}]}
+    w, c = sc.apply(sc.base(workload, str(catalog), file), x, MODELS)
+    assert w.contexts["reuses_per_month"].tolist() == [300.0, 150.0]
+    assert w.peak_to_mean == 4.0 and w.ttft_slo_s == 5.0
+    assert [o.prices["on_demand"] for o in c.offerings] == [0.5, 1.0]
+    assert c.offering("B").max_instances == 1 and c.offering("A").max_instances is None
+    assert c.tiers[0].price_gb_month == pytest.approx(0.04)
+    with pytest.raises(InputError, match="unknown parameter 'reuses'"):
+        sc.load(write(folder / "bad.yaml", {"scenarios": [{"name": "y", "reuses": 2}]}))
+
+
+def test_grid_and_draws_are_seeded_and_named(tiny):
+    folder, *_ = tiny
+    file = write(folder / "s.yaml", {
+        "grid": {"reuse_scale": [1, 2], "workload.pricing": ["on_demand", "spot"]},
+        "random": {"samples": 3, "seed": 7, "parameters": {"gpu_price_scale": {"uniform": {"low": 0.5, "high": 1}}}}})
+    scenarios = sc.load(file)
+    assert [s.id for s in scenarios] == ["grid-0001", "grid-0002", "grid-0003", "grid-0004",
+                                         "draw-0001", "draw-0002", "draw-0003"]
+    assert scenarios[1].parameters == {"reuse_scale": 1, "workload.pricing": "spot"}
+    draws = [s.parameters["gpu_price_scale"] for s in scenarios[4:]]
+    assert draws == list(np.random.default_rng(7).uniform(0.5, 1, 3))
+    assert [s.parameters for s in sc.load(file)] == [s.parameters for s in scenarios]
+    assert len(sc.load(file, samples=10)) == 14
+
+
+def test_sweep_pool_equals_one_process_and_resumes(tiny):
+    folder, workload, catalog = tiny
+    file = write(folder / "s.yaml", {"scenarios": [{"name": "base"}, {"name": "dear-a", "catalog": {
+        "offerings": [{"name": "A", "price_per_hour": {"on_demand": 3.0}}]}}],
+        "grid": {"gpu_price_scale": [0.5, 1.5]}})
+    runner = CliRunner()
+    one = runner.invoke(main, ["sweep", str(workload), "--catalog", str(catalog), "--scenarios", str(file),
+                               "--workers", "1", "--out", str(folder / "one.csv"), "-q", "--json"])
+    assert one.exit_code == 0, one.output
+    pool = runner.invoke(main, ["sweep", str(workload), "--catalog", str(catalog), "--scenarios", str(file),
+                                "--workers", "2", "--out", str(folder / "pool.parquet"), "-q"])
+    assert pool.exit_code == 0, pool.output
+    a = pd.read_csv(folder / "one.csv")
+    b = pd.read_parquet(folder / "pool.parquet")
+    assert a["scenario"].tolist() == ["base", "dear-a", "grid-0001", "grid-0002"]
+    pd.testing.assert_frame_equal(a, pd.read_csv(folder / "pool.csv"))
+    assert a["total_usd"].tolist() == pytest.approx(b["total_usd"].tolist(), rel=1e-12)
+    # by hand: one instance of the cheaper offering, recomputing: 730 h at its price
+    assert a["total_usd"].tolist() == pytest.approx([1 * H, 2 * H, 0.5 * H, 1.5 * H], rel=1e-9)
+    assert a["fleet"].tolist() == ["1x A", "1x B", "1x A", "1x A"]
+    summary = json.loads(one.output)
+    totals = sorted(a["total_usd"])
+    assert [q["total_usd"] for q in summary["quantiles"]] == pytest.approx([totals[0], totals[1], totals[3]])
+    tornado = {t["parameter"]: t for t in summary["tornado"]}
+    assert tornado["gpu_price_scale"]["swing_usd"] == pytest.approx((1.5 - 0.5) * H)
+    # resume: the rows already there are kept, only the missing one is planned
+    a.iloc[:3].to_csv(folder / "one.csv", index=False)
+    again = runner.invoke(main, ["sweep", str(workload), "--catalog", str(catalog), "--scenarios", str(file),
+                                 "--workers", "1", "--out", str(folder / "one.csv")])
+    assert again.exit_code == 0, again.output
+    assert "resuming: 3 scenarios already" in again.output and "planning 1 scenarios" in again.output
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "one.csv"), a)
+
+
+def test_robust_regrets_by_hand(tiny):
+    """A costs 1, 1 and 3.5 $/h in three scenarios, B 2 $/h in all; one instance serves each. Own optima: A, A,
+    B. Expected: A (mean 1.83 < 2), regrets 0, 0, 1.5 h-prices. Worst case and CVaR 0.5: B (max 2 < 3.5),
+    regrets 1, 1, 0."""
+    folder, workload, catalog = tiny
+    file = write(folder / "s.yaml", {"scenarios": [
+        {"name": "s1"}, {"name": "s2"},
+        {"name": "s3", "catalog": {"offerings": [{"name": "A", "price_per_hour": {"on_demand": 3.5}}]}}]})
+    base = sc.base(workload, str(catalog), file)
+    scenarios = sc.load(file)
+    own = [1 * H, 1 * H, 2 * H]
+    for objective, alpha, fleet, robust in (("expected", None, "A", [1 * H, 1 * H, 3.5 * H]),
+                                            ("worst", None, "B", [2 * H] * 3),
+                                            ("cvar", 0.5, "B", [2 * H] * 3)):
+        result = robust_plan(base, scenarios, objective, alpha, MODELS, gap=1e-9)
+        assert result["fleet"] == [{"offering": fleet, "instances": 1}], objective
+        rows = result["scenarios"]
+        assert [r["robust_usd"] for r in rows] == pytest.approx(robust, rel=1e-9)
+        assert [r["own_optimum_usd"] for r in rows] == pytest.approx(own, rel=1e-9)
+        assert [r["regret_usd"] for r in rows] == pytest.approx(np.subtract(robust, own), abs=1e-6)
+        assert all(r["violations"] == [] for r in rows)
+    result = robust_plan(base, scenarios, "expected", None, MODELS, gap=1e-9)
+    assert result["objective_usd"] == pytest.approx((1 + 1 + 3.5) * H / 3)
+    out = CliRunner().invoke(main, ["plan", str(workload), "--catalog", str(catalog), "--scenarios", str(file),
+                                    "--robust", "worst", "-q"])
+    assert out.exit_code == 0, out.output
+    assert "1x B" in out.output and f"${2 * H:,.2f}" in out.output
+
+
+def test_cvar_and_objectives():
+    assert cvar(np.array([1.0, 2.0, 3.0, 4.0]), 0.5) == pytest.approx(3.5)
+    assert cvar(np.array([1.0, 2.0, 3.0]), 0.5) == pytest.approx((3 + 0.5 * 2) / 1.5)
+    assert cvar(np.array([1.0, 2.0, 3.0]), 0.0) == pytest.approx(2.0)
+    assert parse_objective("cvar:0.9") == ("cvar", 0.9)
+    with pytest.raises(InputError):
+        parse_objective("cvar:1.5")
