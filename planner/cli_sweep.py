@@ -37,6 +37,8 @@ def _write_results(frame: pd.DataFrame, path: Path) -> None:
               help="The scenarios YAML: named overrides, a grid, random draws (see planner/scenarios.py).")
 @click.option("--samples", type=click.IntRange(min=1), help="Random draws (overrides the file's random.samples).")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes on this machine (default: its cores, up to 8).")
+@click.option("--ray", "ray_address", help="Run the scenarios on this existing Ray cluster (e.g. 10.0.0.5:6379) "
+              "instead of this machine's processes.")
 @click.option("--out", type=click.Path(path_type=Path), help="Results table: .parquet (and .csv beside it) or .csv. "
               "Scenarios already in it are not planned again (resume).")
 @click.option("--gap", type=click.FloatRange(min=0, max=1), default=1e-4, show_default=True)
@@ -45,7 +47,8 @@ def _write_results(frame: pd.DataFrame, path: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @command
 def sweep_command(workload: Path, catalog_ref: str, scenarios_file: Path, samples: int | None, workers: int | None,
-                  out: Path | None, gap: float, time_limit: float, as_json: bool, quiet: bool) -> None:
+                  ray_address: str | None, out: Path | None, gap: float, time_limit: float, as_json: bool,
+                  quiet: bool) -> None:
     """Plan WORKLOAD under every scenario of a scenarios file; P10/P50/P90 of the cost and a tornado table."""
     from . import scenarios as sc
     from . import sweep
@@ -71,9 +74,12 @@ def sweep_command(workload: Path, catalog_ref: str, scenarios_file: Path, sample
             click.echo(f"resuming: {len(rows)} scenarios already in {out}, {len(todo_now)} to plan", err=True)
     else:
         todo_now = todo
+    if ray_address is not None and workers is not None:
+        raise InputError("--workers/--ray", "give one: processes here, or a Ray cluster")
     workers = workers or sweep.default_workers()
     if not quiet:
-        click.echo(f"planning {len(todo_now)} scenarios on {workers} worker(s)...", err=True)
+        click.echo(f"planning {len(todo_now)} scenarios " + (f"on the Ray cluster at {ray_address}..." if ray_address
+                   else f"on {workers} worker(s)..."), err=True)
     bar = click.progressbar(length=len(todo_now), file=sys.stderr, label="scenarios") if not quiet and todo_now else None
 
     def done(row: dict) -> None:
@@ -86,7 +92,10 @@ def sweep_command(workload: Path, catalog_ref: str, scenarios_file: Path, sample
     if bar is not None:
         bar.__enter__()
     try:
-        sweep.run_local(base, todo_now, workers, gap, time_limit, done)
+        if ray_address is not None:
+            sweep.run_ray(ray_address, base, todo_now, gap, time_limit, done)
+        else:
+            sweep.run_local(base, todo_now, workers, gap, time_limit, done)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

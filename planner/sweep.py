@@ -75,6 +75,26 @@ def run_local(b: Base, scenarios: list[Scenario], workers: int, gap: float, time
             done(future.result())
 
 
+def run_ray(address: str, b: Base, scenarios: list[Scenario], gap: float, time_limit: float | None,
+            done: Callable[[dict], None]) -> None:
+    """Plan the scenarios as tasks on an existing Ray cluster: the base (workload and catalog) shipped once to the
+    object store, results streamed back as they finish, a task whose worker is lost run again (up to 3 times)."""
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--ray", "Ray is not installed: pip install 'kvplan[ray]'") from None
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        task = ray.remote(max_retries=3)(plan_scenario)
+        shared = ray.put(b)
+        pending = [task.remote(shared, scenario, gap, time_limit) for scenario in scenarios]
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            done(ray.get(finished[0]))
+    finally:
+        ray.shutdown()
+
+
 def default_workers() -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8))
 

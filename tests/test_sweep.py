@@ -149,3 +149,40 @@ def test_cvar_and_objectives():
     assert parse_objective("cvar:0.9") == ("cvar", 0.9)
     with pytest.raises(InputError):
         parse_objective("cvar:1.5")
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head on loopback, started as a user would (`ray start --head`), stopped afterwards."""
+    pytest.importorskip("ray")
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
+    env = {**__import__("os").environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    started = subprocess.run([*ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                             capture_output=True, text=True, env=env, timeout=180)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([*ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_sweep_on_ray_equals_the_local_run(tiny, ray_head):
+    folder, workload, catalog = tiny
+    file = write(folder / "s.yaml", {"scenarios": [{"name": "base"}],
+                                     "grid": {"gpu_price_scale": [0.5, 1.5], "reuse_scale": [1, 3]}})
+    runner = CliRunner()
+    args = ["sweep", str(workload), "--catalog", str(catalog), "--scenarios", str(file), "-q"]
+    local = runner.invoke(main, [*args, "--workers", "1", "--out", str(folder / "local.csv")])
+    assert local.exit_code == 0, local.output
+    on_ray = runner.invoke(main, [*args, "--ray", ray_head, "--out", str(folder / "ray.csv")])
+    assert on_ray.exit_code == 0, on_ray.output
+    pd.testing.assert_frame_equal(pd.read_csv(folder / "local.csv"), pd.read_csv(folder / "ray.csv"))
+    assert len(pd.read_csv(folder / "ray.csv")) == 5
