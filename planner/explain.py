@@ -6,8 +6,8 @@ the margin (what placing this one context there adds to the month, the rest of t
 cost (storage, network, requests; GPU time in per_use mode) plus its GPU time at the
 margin: free on a rented offering whose GPUs have room for it, else at the price of the capacity it needs
 (the instance's monthly price per unit of its GPU capacity). An option whose attached tier (HBM, host memory,
-NVMe) or path is full on the plan's fleet, or whose offering runs in the other HBM-cache state, needs the fleet
-changed: that is the capacity that forced the choice.
+NVMe) or path is full on the plan's fleet needs the fleet changed: that is the capacity that forced the choice. (A
+rented offering's options are in its HBM-cache state: its HBM tier is not available where it keeps no cache.)
 
 Every option's direct cost and GPU time are linear in the context's reuse rate f (reuses per month); its cost at
 the margin jumps where its GPU time outgrows the room on its offering. The choice flips at the nearest rate where
@@ -149,8 +149,6 @@ def context(model: Model, placement: Placement, priced: Priced, context_id: str)
             elif full[j]:
                 needs = f"more {full[j]} on {F.names[o.g[j]]} (full: {_amount(used[o.g[j], RESOURCES.index(full[j])])}"\
                         f" of {_amount(cap[o.g[j], RESOURCES.index(full[j])])})"
-            elif not (o.c[j] == placement.hbm_cache[o.g[j]] or not rented[j]):
-                needs = f"{F.names[o.g[j]]} in the other HBM-cache state"
         rows.append({"offering": F.names[o.g[j]], "tier": T.names[o.t[j]], "ttft_s": float(o.ttft_s[j]),
                      "tpot_s": float(o.tpot_s[j]), "verdict": verdict, "usd_direct": float(o.direct_usd[j]),
                      "usd_full_gpu": float(o.direct_usd[j] + gpu_usd[j]) if verdict == "ok" else None,
