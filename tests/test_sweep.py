@@ -151,9 +151,9 @@ def test_cvar_and_objectives():
         parse_objective("cvar:1.5")
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """A Ray head on loopback, started as a user would (`ray start --head`), stopped afterwards."""
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head on loopback, started as a user would (`ray start --head`), stopped after this module's tests."""
     pytest.importorskip("ray")
     import socket
     import subprocess
@@ -186,3 +186,41 @@ def test_sweep_on_ray_equals_the_local_run(tiny, ray_head):
     assert on_ray.exit_code == 0, on_ray.output
     pd.testing.assert_frame_equal(pd.read_csv(folder / "local.csv"), pd.read_csv(folder / "ray.csv"))
     assert len(pd.read_csv(folder / "ray.csv")) == 5
+
+
+def _kill_first_task(name: bytes, process) -> int | None:
+    """SIGKILL the first Ray worker seen running task `name` (Ray titles it ray::NAME) while `process` runs."""
+    import os
+    import signal
+    import time
+
+    while process.poll() is None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if title.startswith(b"ray::" + name):
+                os.kill(int(pid), signal.SIGKILL)
+                return int(pid)
+        time.sleep(0.01)
+    return None
+
+
+def test_a_lost_ray_worker_s_scenario_is_run_again(tmp_path, ray_head):
+    """A worker killed mid-scenario: Ray runs the scenario again elsewhere and the sweep equals the local run."""
+    import subprocess
+    import sys
+
+    workload = ROOT / "examples" / "paper" / "workload.yaml"  # about a second per plan: long enough to kill one
+    file = write(tmp_path / "s.yaml", {"grid": {"gpu_price_scale": [0.8, 1.0, 1.2]}})
+    args = ["sweep", str(workload), "--catalog", "aws", "--scenarios", str(file), "-q"]
+    local = CliRunner().invoke(main, [*args, "--workers", "1", "--out", str(tmp_path / "local.csv")])
+    assert local.exit_code == 0, local.output
+    sweep = subprocess.Popen([sys.executable, "-m", "planner", *args, "--ray", ray_head,
+                              "--out", str(tmp_path / "ray.csv")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = _kill_first_task(b"plan_scenario", sweep)
+    _, err = sweep.communicate(timeout=600)
+    assert killed is not None, "no scenario was seen running on the cluster"
+    assert sweep.returncode == 0, err.decode()[-2000:]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv"))
