@@ -127,9 +127,14 @@ def summary(frame: pd.DataFrame) -> dict:
     out = {"scenarios": int(len(frame)), "planned": int(len(ok)),
            "not_planned": {str(k): int(v) for k, v in frame.loc[~frame.index.isin(ok.index), "status"]
                            .value_counts().items()} if "status" in frame else {},
-           "quantiles": [], "tornado": []}
+           "unproven": {"scenarios": 0, "largest_gap": None}, "quantiles": [], "tornado": []}
     if ok.empty:
         return out
+    # plans the solver stopped before proving them within the gap (e.g. at the time limit): their totals are upper
+    # bounds of those scenarios' optima, so the quantiles may sit that much high
+    unproven = ok[ok["status"] != "optimal"]
+    if len(unproven):
+        out["unproven"] = {"scenarios": int(len(unproven)), "largest_gap": float(unproven["gap"].max())}
     totals = ok["total_usd"].to_numpy(float)
     order = np.argsort(totals, kind="stable")
     for q in QUANTILES:
@@ -164,6 +169,9 @@ def summary_text(s: dict) -> str:
 
     lines = [f"{s['planned']} of {s['scenarios']} scenarios planned"
              + (" (" + ", ".join(f"{v} {k}" for k, v in s["not_planned"].items()) + ")" if s["not_planned"] else "")]
+    if s["unproven"]["scenarios"]:
+        lines.append(f"{s['unproven']['scenarios']} of them stopped before the gap was proven (largest gap "
+                     f"{s['unproven']['largest_gap']:.2%}): their totals may be that much above their optima")
     if s["quantiles"]:
         lines += ["", "Monthly cost", table(["quantile", "USD/month", "scenario", "fleet", "tiers"],
                                             [[f"P{round(q['quantile'] * 100)}", f"${q['total_usd']:,.2f}",

@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from planner import scenarios as sc
+from planner import sweep
 from planner.catalog import load_models
 from planner.cli import main
 from planner.errors import InputError
@@ -111,6 +112,19 @@ def test_sweep_pool_equals_one_process_and_resumes(tiny):
     assert again.exit_code == 0, again.output
     assert "resuming: 3 scenarios already" in again.output and "planning 1 scenarios" in again.output
     pd.testing.assert_frame_equal(pd.read_csv(folder / "one.csv"), a)
+
+
+def test_summary_counts_plans_not_proven_optimal():
+    frame = pd.DataFrame({"scenario": ["a", "b", "c", "d"], "status": ["optimal", "time_limit", "time_limit",
+                                                                        "infeasible"],
+                          "total_usd": [100.0, 120.0, 90.0, None], "gap": [0.0, 0.05, 0.125, None],
+                          "fleet": ["", "", "", ""], "tiers": ["", "", "", ""]})
+    s = sweep.summary(frame)
+    assert (s["planned"], s["not_planned"]) == (3, {"infeasible": 1})
+    assert s["unproven"] == {"scenarios": 2, "largest_gap": 0.125}
+    assert [q["scenario"] for q in s["quantiles"]] == ["c", "a", "b"]
+    assert "2 of them stopped before the gap was proven (largest gap 12.50%)" in sweep.summary_text(s)
+    assert sweep.summary(frame.iloc[[0]])["unproven"] == {"scenarios": 0, "largest_gap": None}
 
 
 def test_robust_regrets_by_hand(tiny):
