@@ -288,7 +288,7 @@ class _Program:
         """A HiGHS instance holding this program (quiet, seeded, tight tolerances)."""
         import highspy
 
-        from .formulation import _silence_highs_banner
+        from .formulation import HIGHS_OPTIONS, _silence_highs_banner
 
         _silence_highs_banner()
         rows = np.concatenate([e[0] for e in self.entries]) if self.entries else np.zeros(0, np.int64)
@@ -313,9 +313,8 @@ class _Program:
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in integer]
         h = highspy.Highs()
-        for option, value in (("output_flag", False), ("random_seed", 0), ("mip_rel_gap", gap),
-                              ("mip_abs_gap", 1e-9), ("mip_feasibility_tolerance", 1e-9),
-                              ("primal_feasibility_tolerance", 1e-9)):
+        for option, value in (("output_flag", False), ("mip_rel_gap", gap), ("mip_abs_gap", 1e-9),
+                              *HIGHS_OPTIONS.items()):
             h.setOptionValue(option, value)
         if time_limit is not None:
             h.setOptionValue("time_limit", float(max(time_limit, 1.0)))
