@@ -56,6 +56,9 @@ MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
 MAX_FREE = 20000        # classes the final MIP may move, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
 KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
+ALONE = 3               # fleets of one pool alone scored by the LP (the cheapest by a screen)
+PLANNED_FLEETS = 2      # fleets planned in full (the best by the LP), where there are at most
+PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -532,6 +535,59 @@ class BucketLP:
                     self.highs.changeCoeff(int(first + self.r[i]), col, float(n_b[j] * use[j]))
             if node[j] > 0:
                 self.highs.changeCoeff(int(self.node_row + self.t[i]), col, float(n_b[j] * node[j]))
+
+    def alone(self, top: int, rounds: int = 6) -> list[np.ndarray]:
+        """The `top` cheapest fleets of a single pool that alone serves every bucket (and the background),
+        screened without the LP: each bucket on its cheapest option with the pool's resources priced at shares
+        of the instance's price (shared in proportion to how much of each the last round needed, GPU time alone
+        at first), then as many whole instances as the busiest resource needs; the best of a few rounds. Each
+        fleet has the instances its busiest resource fills whole: the LP that scores it adds what it lacks.
+        Rounding the LP misses these fleets where the LP spreads small fractions over large instances (at
+        50,000 bench contexts it used 8% of a p5en.48xlarge, where one p5.4xlarge serves them all)."""
+        F, st = self.inputs.fleet, self.inputs.settings
+        G, B = len(F.names), len(self.rep.count)
+        cap = capacities(F)
+        price = np.nan_to_num(F.price) * st.hours_per_month
+        counts = self.rep.count.astype(float)
+        needed = np.flatnonzero(np.bincount(self.b, minlength=B) > 0)
+        pool = self.g * 2 + self.c
+        found = []
+        for p in np.unique(pool):
+            g, c = divmod(int(p), 2)
+            background = [load for bg_g, bg_c, _, load in self.bg if (bg_g, bg_c) == (g, c)]
+            if self.bg and not background:
+                continue
+            on = np.flatnonzero(pool == p)
+            amount = np.zeros((len(on), 6))
+            amount[:, GPU] = self.gpu[on]
+            r = self.r[on]
+            amount[r >= 0, r[r >= 0]] = self.use[on][r >= 0]
+            share = np.eye(6)[GPU]
+            best = None
+            for _ in range(rounds):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    unit = np.where(cap[g, c] > 0, price[g] * share / cap[g, c], 0.0)
+                rc = self.cost[on] + amount @ unit
+                order = np.lexsort((rc, self.b[on]))
+                first = order[np.r_[True, self.b[on][order][1:] != self.b[on][order][:-1]]]
+                if not np.array_equal(self.b[on][first], needed):
+                    break  # some bucket has no option on this pool
+                use = counts[self.b[on][first]] @ amount[first]
+                use[GPU] += min(background, default=0.0)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    need = np.nan_to_num(np.where(use > 0, use / cap[g, c], 0.0), nan=np.inf, posinf=np.inf)
+                n = max(float(np.ceil(need.max() * (1 + 1e-9))), 1.0)
+                if np.isfinite(n) and n <= F.max_instances[g]:
+                    estimate = price[g] * n + float(np.dot(counts[self.b[on][first]], self.cost[on][first]))
+                    best = min(best or (np.inf, n), (estimate, max(float(np.floor(need.max())), 1.0)))
+                if not np.isfinite(need).all() or need.sum() <= 0:
+                    break
+                share = need / need.sum()
+            if best is not None:
+                fleet = np.zeros((G, 2))
+                fleet[g, c] = best[1]
+                found.append((best[0], int(p), fleet))
+        return [fleet for _, _, fleet in sorted(found, key=lambda item: item[:2])[:top]]
 
     def cut(self, prices: Prices, open_pools: np.ndarray | None = None) -> float:
         """The buckets' Lagrangian at `prices` (over the open pools alone, if given): a cut for the master
@@ -1180,6 +1236,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             extra = fleets[fleet.tobytes()][1].pools - fleet
             fleet = fleet + np.ceil(np.maximum(extra, 0) - 1e-9)
         consider(fleet, relaxed.prices)
+        for fleet in lp.alone(ALONE):
+            consider(fleet, relaxed.prices)
     else:
         fleets[b""] = (relaxed.objective, relaxed, np.zeros((G, 2)))
 
@@ -1246,30 +1304,40 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
 
     # The plan: the best fleet; its LP's prices and each bucket's choice fix most contexts.
-    _, solution, fleet = min(fleets.values(), key=lambda item: item[0])
-    solution = lp.exact(fleet, solution.prices, demand, of_class, allowed) or solution
-    progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
-    hbm, pools = pools_of(fleet, solution.pools)
-    s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
-             designated=lp.designated(solution.shares, of_class, demand.count), also=(relaxed.prices,))
-    if (s.best_id < 0).any() or not np.isfinite(s.value):
-        return failed("unplaceable", np.flatnonzero(s.best_id < 0))
-    worth = solution.prices.worth(F, tiers)
-    cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
-    if provisioned and fleet.any():
-        cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
-    bound, _, _ = master(inputs, cuts, s.covers if covers is None else covers, states, None)
-    progress(f"bound ${bound:,.2f}; placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} "
-             f"by the LP ({elapsed():.1f} s)")
-    s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
-    planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
-    capacity = planned.sum(axis=1)[:, None] * capacities(F)[np.arange(G), hbm]
-    status, placed = place(inputs, demand, background, s, hbm, capacity, FREE_CONTEXTS, gap,
-                           max(time_limit - elapsed(), 1.0) if time_limit else None, progress)
-    if placed is None:
+    # The plan: the best fleets by the LP (two where passes are quick: a fleet the LP fills to the brim may not
+    # take whole contexts); their LPs' prices and each bucket's choice fix most contexts; the cheaper plan wins.
+    ranked = sorted(fleets.values(), key=lambda item: (item[0], item[2].tobytes()))
+    tries = []
+    for _, solution, fleet in ranked[:PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1]:
+        solution = lp.exact(fleet, solution.prices, demand, of_class, allowed) or solution
+        progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
+        hbm, pools = pools_of(fleet, solution.pools)
+        s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
+                 designated=lp.designated(solution.shares, of_class, demand.count), also=(relaxed.prices,))
+        if (s.best_id < 0).any() or not np.isfinite(s.value):
+            return failed("unplaceable", np.flatnonzero(s.best_id < 0))
+        worth = solution.prices.worth(F, tiers)
+        cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
+        if provisioned and fleet.any():
+            cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
+        tries.append((fleet, solution, s, hbm, pools))
+    bound, _, _ = master(inputs, cuts, tries[0][2].covers if covers is None else covers, states, None)
+    best = None
+    for fleet, solution, s, hbm, pools in tries:
+        progress(f"bound ${bound:,.2f}; placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} "
+                 f"by the LP ({elapsed():.1f} s)")
+        s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
+        planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
+        capacity = planned.sum(axis=1)[:, None] * capacities(F)[np.arange(G), hbm]
+        status, placed = place(inputs, demand, background, s, hbm, capacity, FREE_CONTEXTS, gap,
+                               max(time_limit - elapsed(), 1.0) if time_limit else None, progress)
+        if placed is not None:
+            progress(f"plan ${placed[-1]:,.2f} ({elapsed():.1f} s)")
+            if best is None or placed[-1] < best[1][-1]:
+                best = (hbm, placed)
+    if best is None:
         return failed(status, bound=bound, reason="no fleet within max_instances serves the load"
                       if status == "infeasible" else "the final MIP found no plan in time")
-    classes, g, t, counts, instances, share, nodes, objective = placed
-    progress(f"plan ${objective:,.2f} ({elapsed():.1f} s)")
+    hbm, (classes, g, t, counts, instances, share, nodes, objective) = best
     return Result("feasible", classes, g, t, counts, instances, hbm, share, nodes, objective, bound,
                   elapsed(), empty)

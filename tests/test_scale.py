@@ -146,3 +146,27 @@ def test_unplaceable_contexts_are_named():
     workload = dataclasses.replace(workload, contexts=frame)
     with pytest.raises(Infeasible, match="c0"):
         make_plan(workload, catalog, method="scale", baselines=False)
+
+
+def test_single_pool_fleets_each_serve_every_bucket_alone(tmp_path):
+    """The fleets of one pool alone (found for the plan besides the LP's rounding): each opens one pool, and
+    the LP that scores it serves every bucket (and the background) on that pool, buying only whole extras."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from generate import write
+    from planner.catalog import load_catalog, load_models
+
+    model = prepare(load_workload(write(300, tmp_path / "bench", seed=5)), load_catalog("aws", load_models()))
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    rep, _ = scale.buckets(model.demand)
+    lp = scale.BucketLP(inputs, rep, model.background, (0, 1), None)
+    G, T = len(model.fleet.names), len(model.tiers.names)
+    relaxed = lp.solve(None, scale.Prices.zero(G, T))
+    fleets = lp.alone(100)
+    assert len(fleets) >= 5
+    for fleet in fleets:
+        assert np.count_nonzero(fleet) == 1 and fleet.max() >= 1
+        solution = lp.solve(fleet, relaxed.prices)
+        assert solution is not None
+        assert set(zip(*np.nonzero(solution.pools > 1e-9))) == set(zip(*np.nonzero(fleet)))
+        if np.allclose(solution.pools, fleet):  # no extras: the estimate is the LP's own cost
+            assert solution.estimate == pytest.approx(solution.objective, rel=1e-9)
