@@ -146,11 +146,15 @@ def summary(frame: pd.DataFrame) -> dict:
         values = ok[column]
         if values.nunique(dropna=True) < 2:
             continue
-        numeric = pd.to_numeric(values, errors="coerce")
-        if numeric.notna().all() and values.nunique() > 5:   # a drawn number: lowest vs highest tenth
-            low = ok.loc[numeric <= numeric.quantile(0.1), "total_usd"].mean()
-            high = ok.loc[numeric >= numeric.quantile(0.9), "total_usd"].mean()
-            rho = float(pd.Series(totals, index=ok.index).corr(numeric, method="spearman"))
+        # a drawn number, over the scenarios that set it to a number (named ones may leave it out, or set a
+        # mapping such as a factor per GPU): lowest vs highest tenth
+        present = values[values.notna() & (values != "")]
+        numeric = pd.to_numeric(present, errors="coerce").dropna()
+        if len(numeric) >= 0.8 * len(present) and numeric.nunique() > 5:
+            total = ok.loc[numeric.index, "total_usd"]
+            low = total[numeric <= numeric.quantile(0.1)].mean()
+            high = total[numeric >= numeric.quantile(0.9)].mean()
+            rho = float(total.corr(numeric, method="spearman"))
             out["tornado"].append({"parameter": column[2:], "low": "lowest 10%", "high": "highest 10%",
                                    "total_low_usd": float(low), "total_high_usd": float(high),
                                    "swing_usd": float(abs(high - low)), "spearman": rho})

@@ -238,3 +238,18 @@ def test_a_lost_ray_worker_s_scenario_is_run_again(tmp_path, ray_head):
     assert killed is not None, "no scenario was seen running on the cluster"
     assert sweep.returncode == 0, err.decode()[-2000:]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "local.csv"), pd.read_csv(tmp_path / "ray.csv"))
+
+
+def test_tornado_of_a_drawn_number_skips_the_scenarios_that_do_not_set_it():
+    """20 draws of a price scale (total = 1000 × scale) beside a named scenario without it and one with a
+    factor per GPU (the column is text, as the sweep writes it): the tornado
+    compares the lowest and highest tenth of the draws (two each), by hand."""
+    scale = np.arange(1, 21) / 10.0
+    frame = pd.DataFrame({"scenario": ["base", "l40s", *(f"draw-{i:04d}" for i in range(1, 21))],
+                          "p.gpu_price_scale": ["", '{"L40S":0.7}', *map(str, scale)], "status": "optimal",
+                          "total_usd": [5000.0, 9000.0, *(1000.0 * scale)], "gap": 0.0, "fleet": "", "tiers": ""})
+    (t,) = sweep.summary(frame)["tornado"]
+    assert (t["low"], t["high"]) == ("lowest 10%", "highest 10%")
+    assert t["total_low_usd"] == pytest.approx(1000 * (0.1 + 0.2) / 2)
+    assert t["total_high_usd"] == pytest.approx(1000 * (1.9 + 2.0) / 2)
+    assert t["spearman"] == pytest.approx(1.0)
