@@ -154,7 +154,7 @@ def summary(frame: pd.DataFrame) -> dict:
             total = ok.loc[numeric.index, "total_usd"]
             low = total[numeric <= numeric.quantile(0.1)].mean()
             high = total[numeric >= numeric.quantile(0.9)].mean()
-            rho = float(total.corr(numeric, method="spearman"))
+            rho = float(total.rank().corr(numeric.rank()))  # Spearman's ρ: Pearson's on the ranks (no SciPy)
             out["tornado"].append({"parameter": column[2:], "low": "lowest 10%", "high": "highest 10%",
                                    "total_low_usd": float(low), "total_high_usd": float(high),
                                    "swing_usd": float(abs(high - low)), "spearman": rho})
