@@ -9,9 +9,10 @@ building and branching it takes minutes. This engine plans the same program (MOD
    cache (c = 1) and a pool that do not (c = 0), is solved by column generation; its row duals price every
    capacity row: π_pr per unit of resource r (GPU-seconds/s, HBM/host/NVMe cache GB, network/block GB/s) of
    pool p = (g, c), π_t per GB of a node-priced tier.
-2. Fleets. Candidate integer fleets come from rounding the LP and from Kelley's cutting planes on a master over
-   the integer fleet (cuts from the bucket LP at each fleet tried). Each is scored by the bucket LP with that
-   fleet (extra instances allowed at twice the price, then counted as bought whole); the best is planned.
+2. Fleets. Candidate integer fleets come from rounding the LP, from Kelley's cutting planes on a master over
+   the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
+   alone. Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
+   counted as bought whole); the best (the best two, up to PLANNED_FLEETS_UP_TO classes) are planned.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
    (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
@@ -20,11 +21,11 @@ building and branching it takes minutes. This engine plans the same program (MOD
    buckets decide only how good the prices are, never whether the bound holds. Splitting pools by HBM state,
    dropping the linking rows and relaxing integrality only relax further. Where passes are cheap (few
    contexts), more cuts are added at the master's own fleets (Kelley's method).
-4. Plan. At the chosen fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
+4. Plan. At each planned fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
    contexts, so its loads are exact; each context takes its bucket's choice (split buckets split by count).
    Contexts without a choice, contexts on rows those choices overload, and the contexts closest to a tie are
    then decided with the integer fleet by a MIP over each one's best few options at the prices, starting from
-   the LP's choices (so it always has a plan); every other context's load is fixed.
+   the LP's choices (so it always has a plan); every other context's load is fixed. The cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
 Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
@@ -543,7 +544,7 @@ class BucketLP:
         at first), then as many whole instances as the busiest resource needs; the best of a few rounds. Each
         fleet has the instances its busiest resource fills whole: the LP that scores it adds what it lacks.
         Rounding the LP misses these fleets where the LP spreads small fractions over large instances (at
-        50,000 bench contexts it used 8% of a p5en.48xlarge, where one p5.4xlarge serves them all)."""
+        50,000 bench contexts it used 8% of a p5en.48xlarge, where one g6e.12xlarge serves them all)."""
         F, st = self.inputs.fleet, self.inputs.settings
         G, B = len(F.names), len(self.rep.count)
         cap = capacities(F)
@@ -1303,7 +1304,6 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
 
-    # The plan: the best fleet; its LP's prices and each bucket's choice fix most contexts.
     # The plan: the best fleets by the LP (two where passes are quick: a fleet the LP fills to the brim may not
     # take whole contexts); their LPs' prices and each bucket's choice fix most contexts; the cheaper plan wins.
     ranked = sorted(fleets.values(), key=lambda item: (item[0], item[2].tobytes()))
