@@ -578,9 +578,9 @@ class BucketLP:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     need = np.nan_to_num(np.where(use > 0, use / cap[g, c], 0.0), nan=np.inf, posinf=np.inf)
                 n = max(float(np.ceil(need.max() * (1 + 1e-9))), 1.0)
-                if np.isfinite(n) and n <= F.max_instances[g]:
-                    estimate = price[g] * n + float(np.dot(counts[self.b[on][first]], self.cost[on][first]))
-                    best = min(best or (np.inf, n), (estimate, max(float(np.floor(need.max())), 1.0)))
+                estimate = price[g] * n + float(np.dot(counts[self.b[on][first]], self.cost[on][first]))
+                if np.isfinite(n) and n <= F.max_instances[g] and (best is None or estimate < best[0]):
+                    best = (estimate, max(float(np.floor(need.max())), 1.0))
                 if not np.isfinite(need).all() or need.sum() <= 0:
                     break
                 share = need / need.sum()

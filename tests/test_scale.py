@@ -150,7 +150,7 @@ def test_unplaceable_contexts_are_named():
 
 def test_single_pool_fleets_each_serve_every_bucket_alone(tmp_path):
     """The fleets of one pool alone (found for the plan besides the LP's rounding): each opens one pool, and
-    the LP that scores it serves every bucket (and the background) on that pool, buying only whole extras."""
+    the LP that scores it serves every bucket (and the background) on that pool alone."""
     sys.path.insert(0, str(ROOT / "bench"))
     from generate import write
     from planner.catalog import load_catalog, load_models

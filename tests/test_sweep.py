@@ -242,8 +242,8 @@ def test_a_lost_ray_worker_s_scenario_is_run_again(tmp_path, ray_head):
 
 def test_tornado_of_a_drawn_number_skips_the_scenarios_that_do_not_set_it():
     """20 draws of a price scale (total = 1000 × scale) beside a named scenario without it and one with a
-    factor per GPU (the column is text, as the sweep writes it): the tornado
-    compares the lowest and highest tenth of the draws (two each), by hand."""
+    factor per GPU (the column is text, as the sweep writes it): the tornado compares the lowest and highest
+    tenth of the draws (two each), by hand."""
     scale = np.arange(1, 21) / 10.0
     frame = pd.DataFrame({"scenario": ["base", "l40s", *(f"draw-{i:04d}" for i in range(1, 21))],
                           "p.gpu_price_scale": ["", '{"L40S":0.7}', *map(str, scale)], "status": "optimal",
