@@ -513,19 +513,20 @@ class BucketLP:
             with np.errstate(invalid="ignore", divide="ignore"):
                 means = [np.bincount(col[first], weight * v, len(todo)) / total
                          for v in (cost[first], o.gpu_load[first], use, node)]
-            self._update(todo, *means, usable=total > 0)
+            self._update(todo, *means, usable=total / self.rep.count[self.b[todo]])
             solution = self.solve(fleet, prices)
         return solution
 
     def _update(self, idx, cost, gpu, use, node, usable) -> None:
-        """New per-context coefficients for columns already in the LP (unusable ones held at 0)."""
+        """New per-context coefficients for columns already in the LP, each held to the share of its bucket's
+        contexts that may take it (`usable`)."""
         provisioned = self.inputs.settings.mode == "provisioned"
         self.is_exact[idx] = True
         n_b = self.rep.count[self.b[idx]].astype(float)
         for j, i in enumerate(idx):
             col = int(self.col_of[i])
+            self.highs.changeColBounds(col, 0.0, float(min(usable[j], 1.0)))
             if not usable[j]:
-                self.highs.changeColBounds(col, 0.0, 0.0)
                 continue
             self.cost[i], self.gpu[i], self.use[i], self.node[i] = cost[j], gpu[j], use[j], node[j]
             self.highs.changeColCost(col, float(n_b[j] * cost[j]))
@@ -1230,13 +1231,14 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
 
     if provisioned:  # the LP's fleet rounded down, plus the instances its LP then buys beside it, twice
         fleet = np.floor(relaxed.pools + 1e-9)
-        for _ in range(2):
+        if fleet.any():  # (where it rounds down to nothing, the fleets that serve alone below are the candidates)
+            for _ in range(2):
+                consider(fleet, relaxed.prices)
+                if fleet.tobytes() not in fleets:
+                    break
+                extra = fleets[fleet.tobytes()][1].pools - fleet
+                fleet = fleet + np.ceil(np.maximum(extra, 0) - 1e-9)
             consider(fleet, relaxed.prices)
-            if fleet.tobytes() not in fleets:
-                break
-            extra = fleets[fleet.tobytes()][1].pools - fleet
-            fleet = fleet + np.ceil(np.maximum(extra, 0) - 1e-9)
-        consider(fleet, relaxed.prices)
         for fleet in lp.alone(ALONE):
             consider(fleet, relaxed.prices)
     else:
@@ -1305,10 +1307,13 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
 
     # The plan: the best fleets by the LP (two where passes are quick: a fleet the LP fills to the brim may not
-    # take whole contexts); their LPs' prices and each bucket's choice fix most contexts; the cheaper plan wins.
+    # take whole contexts), each planned unless a plan in hand already costs no more than its LP; their LPs'
+    # prices and each bucket's choice fix most contexts; the cheapest plan wins.
     ranked = sorted(fleets.values(), key=lambda item: (item[0], item[2].tobytes()))
-    tries = []
-    for _, solution, fleet in ranked[:PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1]:
+    best, status = None, "not_solved"
+    for estimate, solution, fleet in ranked[:PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1]:
+        if best is not None and best[1][-1] <= estimate:
+            break
         solution = lp.exact(fleet, solution.prices, demand, of_class, allowed) or solution
         progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
         hbm, pools = pools_of(fleet, solution.pools)
@@ -1316,16 +1321,13 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                  designated=lp.designated(solution.shares, of_class, demand.count), also=(relaxed.prices,))
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
+        covers = s.covers if covers is None else covers
         worth = solution.prices.worth(F, tiers)
         cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
         if provisioned and fleet.any():
             cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
-        tries.append((fleet, solution, s, hbm, pools))
-    bound, _, _ = master(inputs, cuts, tries[0][2].covers if covers is None else covers, states, None)
-    best = None
-    for fleet, solution, s, hbm, pools in tries:
-        progress(f"bound ${bound:,.2f}; placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} "
-                 f"by the LP ({elapsed():.1f} s)")
+        progress(f"placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} by the LP "
+                 f"({elapsed():.1f} s)")
         s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
         planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
         capacity = planned.sum(axis=1)[:, None] * capacities(F)[np.arange(G), hbm]
@@ -1335,6 +1337,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             progress(f"plan ${placed[-1]:,.2f} ({elapsed():.1f} s)")
             if best is None or placed[-1] < best[1][-1]:
                 best = (hbm, placed)
+    bound, _, _ = master(inputs, cuts, covers, states, None)
+    progress(f"bound ${bound:,.2f} ({elapsed():.1f} s)")
     if best is None:
         return failed(status, bound=bound, reason="no fleet within max_instances serves the load"
                       if status == "infeasible" else "the final MIP found no plan in time")
