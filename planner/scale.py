@@ -50,7 +50,7 @@ from .catalog import ModelCard
 # Resources of a pool, in the order of π's columns.
 GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
 NONE = -1
-MAX_BUCKETS = 1500      # buckets of the pricing LP
+MAX_BUCKETS = 1000      # buckets of the pricing LP
 FREE_CONTEXTS = 4000    # contexts the final MIP may move (those closest to a tie)
 CANDIDATES = 6          # options per free context in the final MIP, at least
 MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
@@ -538,11 +538,13 @@ class BucketLP:
             if node[j] > 0:
                 self.highs.changeCoeff(int(self.node_row + self.t[i]), col, float(n_b[j] * node[j]))
 
-    def alone(self, top: int, rounds: int = 6) -> list[np.ndarray]:
+    def alone(self, top: int, rounds: int = 12) -> list[np.ndarray]:
         """The `top` cheapest fleets of a single pool that alone serves every bucket (and the background),
         screened without the LP: each bucket on its cheapest option with the pool's resources priced at shares
-        of the instance's price (shared in proportion to how much of each the last round needed, GPU time alone
-        at first), then as many whole instances as the busiest resource needs; the best of a few rounds. Each
+        of the instance's price, then as many whole instances as the busiest resource needs; the best of a few
+        rounds. The shares start equal over the pool's resources and move halfway, each round, to how much of
+        each the last round needed (starting from GPU time alone, a pool with an HBM cache put every context in
+        it for free and screened ten times too dear: 10,000 bench contexts fit one g6e.4xlarge that way). Each
         fleet has the instances its busiest resource fills whole: the LP that scores it adds what it lacks.
         Rounding the LP misses these fleets where the LP spreads small fractions over large instances (at
         50,000 bench contexts it used 8% of a p5en.48xlarge, where one g6e.12xlarge serves them all)."""
@@ -564,7 +566,7 @@ class BucketLP:
             amount[:, GPU] = self.gpu[on]
             r = self.r[on]
             amount[r >= 0, r[r >= 0]] = self.use[on][r >= 0]
-            share = np.eye(6)[GPU]
+            share = (cap[g, c] > 0) / max(int((cap[g, c] > 0).sum()), 1)
             best = None
             for _ in range(rounds):
                 with np.errstate(divide="ignore", invalid="ignore"):
@@ -584,7 +586,7 @@ class BucketLP:
                     best = (estimate, max(float(np.floor(need.max())), 1.0))
                 if not np.isfinite(need).all() or need.sum() <= 0:
                     break
-                share = need / need.sum()
+                share = (share + need / need.sum()) / 2
             if best is not None:
                 fleet = np.zeros((G, 2))
                 fleet[g, c] = best[1]
@@ -1255,7 +1257,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         for round_ in range(MAX_ROUNDS):
             estimate, fleet_ = master(inputs, bucket_cuts, bucket_covers, states, None)[:2]
             best = min(fleets.values(), key=lambda item: item[0])[0] if fleets else np.inf
-            if fleet_.tobytes() in fleets or estimate >= best * (1 - gap) or since_best >= 3:
+            if fleet_.tobytes() in fleets or estimate >= best * (1 - gap) or since_best >= 2:
                 break
             consider(fleet_, relaxed.prices)
             if fleet_.tobytes() not in fleets:
