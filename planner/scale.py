@@ -10,9 +10,10 @@ building and branching it takes minutes. This engine plans the same program (MOD
    capacity row: π_pr per unit of resource r (GPU-seconds/s, HBM/host/NVMe cache GB, network/block GB/s) of
    pool p = (g, c), π_t per GB of a node-priced tier.
 2. Fleets. Candidate integer fleets come from rounding the LP, from Kelley's cutting planes on a master over
-   the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
-   alone. Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
-   counted as bought whole); the best (the best two, up to PLANNED_FLEETS_UP_TO classes) are planned.
+   the integer fleet (cuts from the bucket LP at each fleet tried), from single pools that serve everything
+   alone, and from the best of these plus one instance of a small pool the LP uses. Each is scored by the
+   bucket LP with that fleet (extra instances allowed at twice the price, then counted as bought whole); the
+   best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while it may beat the plans in hand.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
    (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
@@ -22,10 +23,12 @@ building and branching it takes minutes. This engine plans the same program (MOD
    dropping the linking rows and relaxing integrality only relax further. Where passes are cheap (few
    contexts), more cuts are added at the master's own fleets (Kelley's method).
 4. Plan. At each planned fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
-   contexts, so its loads are exact; each context takes its bucket's choice (split buckets split by count).
-   Contexts without a choice, contexts on rows those choices overload, and the contexts closest to a tie are
-   then decided with the integer fleet by a MIP over each one's best few options at the prices, starting from
-   the LP's choices (so it always has a plan); every other context's load is fixed. The cheapest plan wins.
+   contexts (each held to the share of its bucket that may take it), so its loads are exact; each context
+   takes its bucket's choice (split buckets split by count). The least decided contexts (those without a
+   choice, those on rows the choices overload, those closest to a tie) are then fitted to the fleet by an LP
+   over each one's best few options at the prices; its basic solution splits few contexts, and a MIP over
+   those and the closest to a tie decides them with the integer fleet, from the LP's choices (so it always has
+   a plan). Where the fleet does not fit them, that MIP starts from the bucket's choices. The cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
 Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
@@ -51,14 +54,15 @@ from .catalog import ModelCard
 GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
 NONE = -1
 MAX_BUCKETS = 1000      # buckets of the pricing LP
-FREE_CONTEXTS = 4000    # contexts the final MIP may move (those closest to a tie)
+FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
+FREE_CONTEXTS = 4000    # contexts the final MIP may move where the planned fleet does not fit them
 CANDIDATES = 6          # options per free context in the final MIP, at least
 MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
-MAX_FREE = 20000        # classes the final MIP may move, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
 KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
 ALONE = 3               # fleets of one pool alone scored by the LP (the cheapest by a screen)
-PLANNED_FLEETS = 2      # fleets planned in full (the best by the LP), where there are at most
+COMPLEMENTS = 3         # fleets of the best one plus an instance of a small pool, scored by the LP
+PLANNED_FLEETS = 3      # fleets planned in full (the best by the LP, while they may beat the plan), where at most
 PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
@@ -288,8 +292,10 @@ class _Program:
         keep = values != 0
         self.entries.append((rows[keep].ravel(), cols[keep].ravel(), values[keep].ravel()))
 
-    def highs(self, *, offset: float = 0.0, gap: float = 1e-6, time_limit: float | None = None):
-        """A HiGHS instance holding this program (quiet, seeded, tight tolerances)."""
+    def highs(self, *, offset: float = 0.0, gap: float = 1e-6, time_limit: float | None = None,
+              relax: bool = False):
+        """A HiGHS instance holding this program (quiet, seeded, tight tolerances; `relax`: without
+        integrality)."""
         import highspy
 
         from .formulation import HIGHS_OPTIONS, _silence_highs_banner
@@ -312,7 +318,7 @@ class _Program:
         matrix.start_ = np.searchsorted(cols[order], np.arange(self.n_cols + 1)).astype(np.int32)
         matrix.index_ = rows[order].astype(np.int32)
         matrix.value_ = vals[order]
-        integer = np.concatenate(self.integer)
+        integer = np.concatenate(self.integer) & (not relax)
         if integer.any():
             lp.integrality_ = [highspy.HighsVarType.kInteger if i else highspy.HighsVarType.kContinuous
                                for i in integer]
@@ -326,12 +332,12 @@ class _Program:
         return h
 
     def solve(self, *, offset: float = 0.0, gap: float = 1e-6, time_limit: float | None = None,
-              start: np.ndarray | None = None, max_nodes: int | None = None):
+              start: np.ndarray | None = None, max_nodes: int | None = None, relax: bool = False):
         """(status, column values, row duals, objective, dual bound); status: optimal | feasible | infeasible |
-        not_solved. `start`: a first solution to improve on."""
+        not_solved. `start`: a first solution to improve on; `relax`: the LP relaxation."""
         import highspy
 
-        h = self.highs(offset=offset, gap=gap, time_limit=time_limit)
+        h = self.highs(offset=offset, gap=gap, time_limit=time_limit, relax=relax)
         if max_nodes is not None:
             h.setOptionValue("mip_max_nodes", int(max_nodes))
         if start is not None:
@@ -348,7 +354,7 @@ class _Program:
         if info.primal_solution_status != 2:
             return "not_solved", None, None, None, None
         solution = h.getSolution()
-        mip = bool(np.concatenate(self.integer).any())
+        mip = bool(np.concatenate(self.integer).any()) and not relax
         objective = info.objective_function_value
         return ("optimal" if status == S.kOptimal else "feasible", np.array(solution.col_value),
                 None if mip else np.array(solution.row_dual), objective, info.mip_dual_bound if mip else objective)
@@ -990,160 +996,204 @@ def _uses(inputs: Inputs, o: Options) -> tuple[np.ndarray, np.ndarray]:
 
 
 def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state: np.ndarray,
-          capacity: np.ndarray, free_limit: int, gap: float, time_limit: float | None,
+          planned: np.ndarray, gap: float, time_limit: float | None,
           progress: Callable[[str], None] = lambda message: None):
-    """Fix every class but the `free_limit` closest to a tie between its cheapest options; decide those and
-    the integer fleet by a MIP. Returns (status, assignment rows (class, g, t, count), n, background share, nodes,
-    objective)."""
+    """Decide each class's option and the integer fleet, from `planned` instances per offering. Each class starts
+    on its bucket's choice in the LP (else its cheapest option at the prices). First, at the planned fleet, the
+    LP over the FIT_CONTEXTS classes least decided (the rest fixed): a basic solution splits few classes (at most
+    one per capacity row), and a small MIP decides those. Where the planned fleet does not fit them, a MIP over
+    the FREE_CONTEXTS least decided decides them and the fleet. Returns (status, assignment rows (class, g, t,
+    count), n, background share, nodes, objective)."""
     from .costmodel import evaluate
 
     F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
     G, T, K = len(F.names), len(tiers.names), len(demand.count)
     provisioned = st.mode == "provisioned"
+    count = demand.count.astype(float)
+    cap_g = capacities(F)[np.arange(G), hbm_state]                    # (G, 6) in the chosen states
+    node = np.isfinite(tiers.node_gb)
+    node_t = np.flatnonzero(node)
+
     def options(classes, codes):
         g, c, t = decode(codes, T)
         return evaluate(inputs.card, F, tiers, demand, st, classes, g, t, c)
+
+    def load(o: Options, n: np.ndarray) -> np.ndarray:
+        """(G, 6) resources used by n contexts on each option."""
+        r, amount = _uses(inputs, o)
+        out = np.zeros((G, 6))
+        np.add.at(out, (o.g, np.full(len(n), GPU)), n * o.gpu_load)
+        on = r >= 0
+        np.add.at(out, (o.g[on], r[on]), n[on] * amount[on])
+        return out
 
     # Each class takes its bucket's choice in the LP (which respects capacities), else its cheapest option.
     chosen = np.where(s.designated >= 0, s.designated, s.cand_id[:, 0])
     o_all = options(np.arange(K), chosen)
     r_all, amount_all = _uses(inputs, o_all)
-    count = demand.count.astype(float)
-    use = np.zeros((G, 6))
-    np.add.at(use, (o_all.g, np.full(K, GPU)), count * o_all.gpu_load)
-    on = r_all >= 0
-    np.add.at(use, (o_all.g[on], r_all[on]), count[on] * amount_all[on])
+    use = load(o_all, count)
 
-    # Free for the MIP: classes without a choice from the LP (prices alone ignore capacity), then on each row
-    # those choices overload (buckets only approximate their classes) the classes nearest a tie until the
+    # The least decided first: classes without a choice from the LP (prices alone ignore capacity), then on each
+    # row those choices overload (buckets only approximate their classes) the classes nearest a tie until the
     # overload is gone, then the classes nearest a tie overall.
     margin = s.cand_rc[:, 1] - s.cand_rc[:, 0] if K else np.zeros(0)
-    free_mask = s.designated < 0
+    forced = s.designated < 0
     if provisioned:
-        for g, r in zip(*np.nonzero(use > capacity * (1 - 1e-9) + 1e-12)):
-            on_row = np.flatnonzero((o_all.g == g) & ((r_all == r) if r != GPU else True) & ~free_mask)
+        for g, r in zip(*np.nonzero(use > planned[:, None] * cap_g * (1 - 1e-9) + 1e-12)):
+            on_row = np.flatnonzero((o_all.g == g) & ((r_all == r) if r != GPU else True) & ~forced)
             amount = count[on_row] * (o_all.gpu_load[on_row] if r == GPU else amount_all[on_row])
-            order = on_row[np.lexsort((on_row, margin[on_row]))]
-            need = use[g, r] - capacity[g, r] * 0.98
-            freed = np.cumsum(amount[np.argsort(np.lexsort((on_row, margin[on_row])))])
-            free_mask[order[:np.searchsorted(freed, need) + 1]] = True
-    order = np.lexsort((np.arange(K), margin))
-    if free_mask.sum() > MAX_FREE:  # keep the MIP small: the least decided first, the rest stay fixed
-        keep = order[free_mask[order]][:MAX_FREE]
-        free_mask[:] = False
-        free_mask[keep] = True
-    rest = order[~free_mask[order] & np.isfinite(margin[order])][:max(free_limit - int(free_mask.sum()), 0)]
-    free_mask[rest] = True
-    free = np.flatnonzero(free_mask & (s.cand_id[:, 0] >= 0))
-    fixed = np.flatnonzero(~free_mask | (s.cand_id[:, 0] < 0))
-    o_fixed = o_all.take(fixed)
-    n_fixed = count[fixed]
-    r_fixed, amount_fixed = r_all[fixed], amount_all[fixed]
-    fixed_use = np.zeros((G, 6))
-    np.add.at(fixed_use, (o_fixed.g, np.full(len(fixed), GPU)), n_fixed * o_fixed.gpu_load)
-    on = r_fixed >= 0
-    np.add.at(fixed_use, (o_fixed.g[on], r_fixed[on]), n_fixed[on] * amount_fixed[on])
-    node = np.isfinite(tiers.node_gb)
-    fixed_node = np.bincount(o_fixed.t, n_fixed * o_fixed.stored_gb * node[o_fixed.t], T)
-    offset = float(np.dot(n_fixed, o_fixed.direct_usd))
+            order = np.lexsort((on_row, margin[on_row]))
+            need = use[g, r] - planned[g] * cap_g[g, r] * 0.98
+            forced[on_row[order[:np.searchsorted(np.cumsum(amount[order]), need) + 1]]] = True
+    by_margin = np.lexsort((np.arange(K), margin))
+    ranked = np.concatenate([by_margin[forced[by_margin]], by_margin[~forced[by_margin]
+                                                                     & np.isfinite(margin[by_margin])]])
+    ranked = ranked[s.cand_id[ranked, 0] >= 0]
 
-    candidates = np.column_stack([s.cand_id[free], np.where(np.any(s.cand_id[free] == s.designated[free, None],
-                                                                    axis=1), -1, s.designated[free])])
-    fk = np.repeat(free, candidates.shape[1])
-    fcode = candidates.ravel()
-    keep = fcode >= 0
-    fk, fcode = fk[keep], fcode[keep]
-    o_free = options(fk, fcode)
-    r_free, amount_free = _uses(inputs, o_free)
-    n_bg = len(s.background_ids)
-    o_bg = None
-    if n_bg:
-        bg_g, bg_c, _ = decode(s.background_ids, T)
-        o_bg = evaluate(inputs.card, F, tiers, background, st, np.zeros(n_bg, np.int64), bg_g,
-                        np.zeros(n_bg, np.int64), bg_c)
+    def program(fixed: tuple[np.ndarray, np.ndarray, np.ndarray], free: np.ndarray, n_lower: np.ndarray,
+                n_upper: np.ndarray, first: np.ndarray = chosen):
+        """The program deciding the `free` classes (each over its candidates, and its option in `first`) and
+        the fleet, the `fixed` assignment rows (class, option code, contexts) held; with a first plan where
+        every free class takes its option in `first`."""
+        fixed_k, fixed_code, fixed_n = fixed
+        o_fixed = options(fixed_k, fixed_code)
+        fixed_use = load(o_fixed, fixed_n)
+        fixed_node = np.bincount(o_fixed.t, fixed_n * o_fixed.stored_gb * node[o_fixed.t], T)
+        offset = float(np.dot(fixed_n, o_fixed.direct_usd))
+        candidates = np.column_stack([s.cand_id[free], np.where(np.any(s.cand_id[free] == first[free, None],
+                                                                        axis=1), -1, first[free])])
+        fk = np.repeat(free, candidates.shape[1])
+        fcode = candidates.ravel()
+        fk, fcode = fk[fcode >= 0], fcode[fcode >= 0]
+        o_free = options(fk, fcode)
+        r_free, amount_free = _uses(inputs, o_free)
+        n_bg = len(s.background_ids)
+        o_bg = None
+        if n_bg:
+            bg_g, bg_c, _ = decode(s.background_ids, T)
+            o_bg = evaluate(inputs.card, F, tiers, background, st, np.zeros(n_bg, np.int64), bg_g,
+                            np.zeros(n_bg, np.int64), bg_c)
 
-    # rows: free classes' assignment, background, capacity (g, r), linking per g, node tiers
-    nf = len(free)
-    cap_row, link_row, node_row = nf + 1, nf + 1 + G * 6, nf + 1 + G * 7
-    prog = _Program(node_row + T)
-    slot = np.searchsorted(free, fk)
-    prog.row_lower[:nf] = prog.row_upper[:nf] = demand.count[free]
-    if n_bg:
-        prog.row_lower[nf] = prog.row_upper[nf] = 1.0
-    cap = capacities(F)
-    cap_g = cap[np.arange(G), hbm_state]                              # (G, 6) in the chosen states
-    prog.row_upper[cap_row:link_row] = -fixed_use.ravel()
-    prog.row_upper[link_row:node_row] = 0.0
-    prog.row_upper[node_row:] = -fixed_node
+        # rows: free classes' assignment, background, capacity (g, r), linking per g, node tiers
+        nf = len(free)
+        cap_row, link_row, node_row = nf + 1, nf + 1 + G * 6, nf + 1 + G * 7
+        prog = _Program(node_row + T)
+        slot = np.searchsorted(free, fk)
+        prog.row_lower[:nf] = prog.row_upper[:nf] = demand.count[free]
+        if n_bg:
+            prog.row_lower[nf] = prog.row_upper[nf] = 1.0
+        prog.row_upper[cap_row:link_row] = -fixed_use.ravel()
+        prog.row_upper[link_row:node_row] = 0.0
+        prog.row_upper[node_row:] = -fixed_node
 
-    z = prog.columns(o_free.direct_usd, 0.0, demand.count[fk], integer=True)
-    prog.coefficients(slot, z, 1.0)
-    if provisioned:
-        prog.coefficients(cap_row + o_free.g * 6 + GPU, z, o_free.gpu_load)
-        on = r_free >= 0
-        prog.coefficients(cap_row + o_free.g[on] * 6 + r_free[on], z[on], amount_free[on])
-        prog.coefficients(link_row + o_free.g, z, 1.0)
-    prog.coefficients(node_row + o_free.t, z, o_free.stored_gb * node[o_free.t])
-    x = np.zeros(0, np.int64)
-    if n_bg:
-        x = prog.columns(o_bg.compute_usd, 0.0, 1.0)
-        prog.coefficients(nf, x, 1.0)
+        z = prog.columns(o_free.direct_usd, 0.0, demand.count[fk], integer=True)
+        prog.coefficients(slot, z, 1.0)
         if provisioned:
-            prog.coefficients(cap_row + o_bg.g * 6 + GPU, x, o_bg.gpu_load)
-            prog.coefficients(link_row + o_bg.g, x, 1.0)
-    n = np.zeros(0, np.int64)
-    if provisioned:
-        used = np.zeros(G, bool)
-        used[o_fixed.g] = True
-        lower = used.astype(float)
-        big = np.bincount(o_free.g, demand.count[fk].astype(float), G) + (np.bincount(o_bg.g, minlength=G)
-                                                                          if n_bg else 0)
-        n = prog.columns(np.nan_to_num(F.price) * st.hours_per_month, lower, F.max_instances, integer=True)
-        prog.coefficients(cap_row + np.arange(G)[:, None] * 6 + np.arange(6)[None, :], n[:, None], -cap_g)
-        prog.coefficients(link_row + np.arange(G), n, -np.maximum(big, 1.0))
-    m = np.zeros(0, np.int64)
-    node_t = np.flatnonzero(node)
-    if len(node_t):
-        m = prog.columns(tiers.node_price_per_hour[node_t] * st.hours_per_month, 0.0, np.inf, integer=True)
-        prog.coefficients(node_row + node_t, m, -tiers.node_gb[node_t])
-    # A first plan for the MIP: every free class on its LP choice, instances enough for the load.
-    start = np.zeros(prog.n_cols)
-    pick = np.flatnonzero(fcode == chosen[fk])
-    pick = pick[np.r_[True, fk[pick][1:] != fk[pick][:-1]]] if len(pick) else pick
-    start[z[pick]] = demand.count[fk[pick]]
-    load = fixed_use.copy()
-    np.add.at(load, (o_free.g[pick], np.full(len(pick), GPU)), start[z[pick]] * o_free.gpu_load[pick])
-    on = r_free[pick] >= 0
-    np.add.at(load, (o_free.g[pick][on], r_free[pick][on]), start[z[pick]][on] * amount_free[pick][on])
-    if n_bg:
-        start[x[0]] = 1.0
-        load[o_bg.g[0], GPU] += o_bg.gpu_load[0]
-    if provisioned:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = np.where(load > 1e-12, np.ceil(load / cap_g * (1 + 1e-9)), 0.0)
-        start[n] = np.maximum(np.nan_to_num(need, nan=np.inf, posinf=np.inf).max(axis=1), lower)
-    node_use = fixed_node + np.bincount(o_free.t[pick], start[z[pick]] * o_free.stored_gb[pick] * node[o_free.t[pick]], T)
-    start[m] = np.ceil(node_use[node_t] / tiers.node_gb[node_t] * (1 + 1e-9))
-    usable = len(pick) == len(free) and np.all(np.isfinite(start)) and (
-        not provisioned or np.all(start[n] <= F.max_instances))
-    progress(f"final MIP: {len(free):,} classes free, {len(z):,} options, the other {len(fixed):,} fixed")
-    status, values, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=time_limit,
-                                                 start=start if usable else None, max_nodes=PLACE_NODES)
+            prog.coefficients(cap_row + o_free.g * 6 + GPU, z, o_free.gpu_load)
+            on = r_free >= 0
+            prog.coefficients(cap_row + o_free.g[on] * 6 + r_free[on], z[on], amount_free[on])
+            prog.coefficients(link_row + o_free.g, z, 1.0)
+        prog.coefficients(node_row + o_free.t, z, o_free.stored_gb * node[o_free.t])
+        x = np.zeros(0, np.int64)
+        if n_bg:
+            x = prog.columns(o_bg.compute_usd, 0.0, 1.0)
+            prog.coefficients(nf, x, 1.0)
+            if provisioned:
+                prog.coefficients(cap_row + o_bg.g * 6 + GPU, x, o_bg.gpu_load)
+                prog.coefficients(link_row + o_bg.g, x, 1.0)
+        n = np.zeros(0, np.int64)
+        lower = np.zeros(G)
+        if provisioned:
+            used = np.zeros(G, bool)
+            used[o_fixed.g] = True
+            lower = np.maximum(used.astype(float), n_lower)
+            big = np.bincount(o_free.g, demand.count[fk].astype(float), G) + (np.bincount(o_bg.g, minlength=G)
+                                                                              if n_bg else 0)
+            n = prog.columns(np.nan_to_num(F.price) * st.hours_per_month, lower, n_upper, integer=True)
+            prog.coefficients(cap_row + np.arange(G)[:, None] * 6 + np.arange(6)[None, :], n[:, None], -cap_g)
+            prog.coefficients(link_row + np.arange(G), n, -np.maximum(big, 1.0))
+        m = np.zeros(0, np.int64)
+        if len(node_t):
+            m = prog.columns(tiers.node_price_per_hour[node_t] * st.hours_per_month, 0.0, np.inf, integer=True)
+            prog.coefficients(node_row + node_t, m, -tiers.node_gb[node_t])
+
+        # A first plan for the MIP: every free class on its option in `first`, instances enough for the load.
+        start = np.zeros(prog.n_cols)
+        pick = np.flatnonzero(fcode == first[fk])
+        pick = pick[np.r_[True, fk[pick][1:] != fk[pick][:-1]]] if len(pick) else pick
+        start[z[pick]] = demand.count[fk[pick]]
+        total = fixed_use + load(o_free.take(pick), start[z[pick]])
+        if n_bg:
+            start[x[0]] = 1.0
+            total[o_bg.g[0], GPU] += o_bg.gpu_load[0]
+        if provisioned:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                need = np.where(total > 1e-12, np.ceil(total / cap_g * (1 + 1e-9)), 0.0)
+            start[n] = np.maximum(np.nan_to_num(need, nan=np.inf, posinf=np.inf).max(axis=1), lower)
+        node_use = fixed_node + np.bincount(o_free.t[pick], start[z[pick]] * o_free.stored_gb[pick]
+                                            * node[o_free.t[pick]], T)
+        start[m] = np.ceil(node_use[node_t] / tiers.node_gb[node_t] * (1 + 1e-9))
+        usable = len(pick) == len(free) and np.all(np.isfinite(start)) and (
+            not provisioned or np.all(start[n] <= n_upper))
+
+        def plan(values: np.ndarray):
+            counts = np.round(values[z]).astype(np.int64)
+            keep = counts > 0
+            classes = np.concatenate([fixed_k, fk[keep]])
+            g_all = np.concatenate([o_fixed.g, o_free.g[keep]])
+            t_all = np.concatenate([o_fixed.t, o_free.t[keep]])
+            c_all = np.concatenate([fixed_n.astype(np.int64), counts[keep]])
+            instances = np.round(values[n]).astype(np.int64) if provisioned else np.zeros(G, np.int64)
+            share = np.zeros(G)
+            if n_bg:
+                np.add.at(share, o_bg.g, np.maximum(values[x], 0.0))
+                share = share / share.sum() if share.sum() > 0 else share
+            nodes = np.zeros(T, np.int64)
+            nodes[node_t] = np.round(values[m]).astype(np.int64)
+            return classes, g_all, t_all, c_all, instances, share, nodes
+
+        return prog, offset, start if usable else None, z, fk, fcode, plan
+
+    def held(free: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rest = np.ones(K, bool)
+        rest[free] = False
+        rest &= s.cand_id[:, 0] >= 0
+        return np.flatnonzero(rest), chosen[rest], demand.count[rest]
+
+    limit = time_limit
+    max_instances = np.asarray(F.max_instances, dtype=float)
+    if provisioned:  # at the planned fleet: the LP, then a MIP over the classes it splits
+        free = np.sort(ranked[:FIT_CONTEXTS])
+        prog, offset, _, z, fk, fcode, _ = program(held(free), free, planned, planned)
+        progress(f"fitting {len(free):,} classes to the planned fleet by an LP ({len(z):,} options)")
+        status, values, _, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
+        if values is not None:
+            # the MIP moves the classes the LP splits and the least decided; the LP fixes the rest
+            whole = np.abs(values[z] - np.round(values[z])) <= 1e-6
+            split = np.unique(fk[~whole])
+            moved = np.union1d(split, ranked[:FREE_CONTEXTS])
+            keep = ~np.isin(fk, moved) & (np.round(values[z]) > 0)
+            fixed = tuple(np.concatenate([a, b]) for a, b in zip(held(free), (fk[keep], fcode[keep],
+                                                                              np.round(values[z][keep]))))
+            first = chosen.copy()
+            largest = np.lexsort((-values[z], fk))
+            largest = largest[np.r_[True, fk[largest][1:] != fk[largest][:-1]]]   # each class's largest share
+            first[fk[largest]] = fcode[largest]
+            prog, offset, start, *_, plan = program(fixed, moved, np.zeros(G), max_instances, first)
+            progress(f"final MIP: {len(moved):,} classes free ({len(split):,} split by the LP), the other "
+                     f"{K - len(moved):,} fixed")
+            status, values, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit, start=start,
+                                                         max_nodes=PLACE_NODES)
+            if values is not None:
+                return status, (*plan(values), float(objective))
+    free = np.sort(ranked[:FREE_CONTEXTS])
+    prog, offset, start, z, _, _, plan = program(held(free), free, np.zeros(G), max_instances)
+    progress(f"final MIP: {len(free):,} classes free, {len(z):,} options, the other {K - len(free):,} fixed")
+    status, values, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit, start=start,
+                                                 max_nodes=PLACE_NODES)
     if values is None:
         return status, None
-    counts = np.round(values[z]).astype(np.int64)
-    classes = np.concatenate([fixed, fk[counts > 0]])
-    g_all = np.concatenate([o_fixed.g, o_free.g[counts > 0]])
-    t_all = np.concatenate([o_fixed.t, o_free.t[counts > 0]])
-    c_all = np.concatenate([demand.count[fixed], counts[counts > 0]])
-    instances = np.round(values[n]).astype(np.int64) if provisioned else np.zeros(G, np.int64)
-    share = np.zeros(G)
-    if n_bg:
-        np.add.at(share, o_bg.g, np.maximum(values[x], 0.0))
-        share = share / share.sum() if share.sum() > 0 else share
-    nodes = np.zeros(T, np.int64)
-    nodes[node_t] = np.round(values[m]).astype(np.int64)
-    return status, (classes, g_all, t_all, c_all, instances, share, nodes, float(objective))
+    return status, (*plan(values), float(objective))
 
 
 def _serve_lost(inputs: Inputs, demand: Demand, background: Demand, s: Scan, prices: Prices,
@@ -1267,6 +1317,17 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             prices_ = fleets[fleet_.tobytes()][1].prices
             worth = prices_.worth(F, tiers)
             bucket_cuts += [Cut(lp.cut(prices_), *worth), Cut(lp.cut(prices_, fleet_ > 0), *worth, (fleet_ > 0).ravel())]
+        # The best fleet with one instance more of a small pool the LP relaxation uses: where whole contexts do
+        # not fit the best fleet as the LP's fractions do, a small instance beside it is cheaper than another
+        # large one (50,000 bench contexts: one p5.4xlarge and one g6e.xlarge, $6,380.93, where two p5.4xlarge
+        # cost $10,045).
+        if fleets and K <= PLANNED_FLEETS_UP_TO:
+            best_fleet = min(fleets.values(), key=lambda item: (item[0], item[2].tobytes()))[2]
+            g, c = np.nonzero((relaxed.pools > 1e-9) & (best_fleet.sum(axis=1) == 0)[:, None])
+            for k in np.lexsort((c, g, F.price[g]))[:COMPLEMENTS]:
+                fleet = best_fleet.copy()
+                fleet[g[k], c[k]] = 1
+                consider(fleet, relaxed.prices)
         progress(f"{len(fleets)} fleets tried; best ${min(item[0] for item in fleets.values()):,.2f} by the LP "
                  f"({elapsed():.1f} s)")
     # The bound: a master over the integer fleet with exact Lagrangian cuts (a pass over every context each)
@@ -1332,8 +1393,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                  f"({elapsed():.1f} s)")
         s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
         planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
-        capacity = planned.sum(axis=1)[:, None] * capacities(F)[np.arange(G), hbm]
-        status, placed = place(inputs, demand, background, s, hbm, capacity, FREE_CONTEXTS, gap,
+        status, placed = place(inputs, demand, background, s, hbm, planned.sum(axis=1), gap,
                                max(time_limit - elapsed(), 1.0) if time_limit else None, progress)
         if placed is not None:
             progress(f"plan ${placed[-1]:,.2f} ({elapsed():.1f} s)")
