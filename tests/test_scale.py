@@ -170,3 +170,37 @@ def test_single_pool_fleets_each_serve_every_bucket_alone(tmp_path):
         assert set(zip(*np.nonzero(solution.pools > 1e-9))) == set(zip(*np.nonzero(fleet)))
         if np.allclose(solution.pools, fleet):  # no extras: the estimate is the LP's own cost
             assert solution.estimate == pytest.approx(solution.objective, rel=1e-9)
+
+
+def test_exact_columns_are_held_to_the_share_of_their_bucket_that_may_take_them(tmp_path):
+    """Re-priced on its bucket's own contexts, a column of the fleet's LP may carry only the share of the bucket
+    whose contexts can take one of its tiers (a bucket's longest contexts may miss a TTFT its mean meets);
+    counted here option by option with costmodel.evaluate."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from generate import write
+    from planner.catalog import load_catalog, load_models
+
+    model = prepare(load_workload(write(400, tmp_path / "bench", seed=11)), load_catalog("aws", load_models()))
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    demand = model.demand
+    rep, of_class = scale.buckets(demand, limit=12)  # wide buckets: their contexts differ
+    lp = scale.BucketLP(inputs, rep, model.background, (0, 1), None)
+    G, T = len(model.fleet.names), len(model.tiers.names)
+    relaxed = lp.solve(None, scale.Prices.zero(G, T))
+    fleet = lp.alone(1)[0]
+    solution = lp.exact(fleet, relaxed.prices, demand, of_class, None)
+    assert solution is not None
+    upper = np.asarray(lp.highs.getLp().col_upper_)
+    groups = scale._tier_groups(inputs)
+    shares = []
+    for i in np.flatnonzero(lp.is_exact):
+        members = np.flatnonzero(of_class == lp.b[i])
+        tiers = groups[lp.group[lp.t[i]]]
+        k, t = np.repeat(members, len(tiers)), np.tile(tiers, len(members))
+        o = evaluate(model.card, model.fleet, model.tiers, demand, model.settings, k, np.full(len(k), lp.g[i]), t,
+                     np.full(len(k), lp.c[i]))
+        may = o.allowed.reshape(len(members), len(tiers)).any(axis=1)
+        share = demand.count[members][may].sum() / demand.count[members].sum()
+        assert upper[lp.col_of[i]] == pytest.approx(min(share, 1.0), abs=1e-12)
+        shares.append(share)
+    assert shares and min(shares) < 1 and max(shares) == 1  # some columns are held below their bucket
