@@ -10,10 +10,11 @@ building and branching it takes minutes. This engine plans the same program (MOD
    capacity row: π_pr per unit of resource r (GPU-seconds/s, HBM/host/NVMe cache GB, network/block GB/s) of
    pool p = (g, c), π_t per GB of a node-priced tier.
 2. Fleets. Candidate integer fleets come from rounding the LP, from Kelley's cutting planes on a master over
-   the integer fleet (cuts from the bucket LP at each fleet tried), from single pools that serve everything
-   alone, and from the best of these plus one instance of a small pool the LP uses. Each is scored by the
-   bucket LP with that fleet (extra instances allowed at twice the price, then counted as bought whole); the
-   best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while it may beat the plans in hand.
+   the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
+   alone. Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
+   counted as bought whole); the best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while
+   it may beat the plans in hand. A planned fleet that whole contexts do not fit adds candidates: itself plus
+   one instance of a small pool the LP relaxation uses.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
    (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
@@ -61,7 +62,7 @@ MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
 KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
 ALONE = 3               # fleets of one pool alone scored by the LP (the cheapest by a screen)
-COMPLEMENTS = 3         # fleets of the best one plus an instance of a small pool, scored by the LP
+COMPLEMENTS = 3         # fleets of a planned one that did not fit, plus an instance of a small pool
 PLANNED_FLEETS = 3      # fleets planned in full (the best by the LP, while they may beat the plan), where at most
 PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
@@ -1317,17 +1318,6 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             prices_ = fleets[fleet_.tobytes()][1].prices
             worth = prices_.worth(F, tiers)
             bucket_cuts += [Cut(lp.cut(prices_), *worth), Cut(lp.cut(prices_, fleet_ > 0), *worth, (fleet_ > 0).ravel())]
-        # The best fleet with one instance more of a small pool the LP relaxation uses: where whole contexts do
-        # not fit the best fleet as the LP's fractions do, a small instance beside it is cheaper than another
-        # large one (50,000 bench contexts: one p5.4xlarge and one g6e.xlarge, $6,380.93, where two p5.4xlarge
-        # cost $10,045).
-        if fleets and K <= PLANNED_FLEETS_UP_TO:
-            best_fleet = min(fleets.values(), key=lambda item: (item[0], item[2].tobytes()))[2]
-            g, c = np.nonzero((relaxed.pools > 1e-9) & (best_fleet.sum(axis=1) == 0)[:, None])
-            for k in np.lexsort((c, g, F.price[g]))[:COMPLEMENTS]:
-                fleet = best_fleet.copy()
-                fleet[g[k], c[k]] = 1
-                consider(fleet, relaxed.prices)
         progress(f"{len(fleets)} fleets tried; best ${min(item[0] for item in fleets.values()):,.2f} by the LP "
                  f"({elapsed():.1f} s)")
     # The bound: a master over the integer fleet with exact Lagrangian cuts (a pass over every context each)
@@ -1369,14 +1359,18 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
 
-    # The plan: the best fleets by the LP (two where passes are quick: a fleet the LP fills to the brim may not
-    # take whole contexts), each planned unless a plan in hand already costs no more than its LP; their LPs'
-    # prices and each bucket's choice fix most contexts; the cheapest plan wins.
-    ranked = sorted(fleets.values(), key=lambda item: (item[0], item[2].tobytes()))
+    # The plan: the best fleet by the LP; where passes are quick, the next best too (up to PLANNED_FLEETS) while
+    # its LP may beat the plans in hand (a fleet the LP fills to the brim may not take whole contexts). Their
+    # LPs' prices and each bucket's choice fix most contexts; the cheapest plan wins.
     best, status = None, "not_solved"
-    for estimate, solution, fleet in ranked[:PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1]:
-        if best is not None and best[1][-1] <= estimate:
+    planned_ones: set[bytes] = set()
+    while len(planned_ones) < (PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1):
+        ranked = sorted((item for key, item in fleets.items() if key not in planned_ones),
+                        key=lambda item: (item[0], item[2].tobytes()))
+        if not ranked or (best is not None and best[1][-1] <= ranked[0][0]):
             break
+        estimate, solution, fleet = ranked[0]
+        planned_ones.add(fleet.tobytes())
         solution = lp.exact(fleet, solution.prices, demand, of_class, allowed) or solution
         progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
         hbm, pools = pools_of(fleet, solution.pools)
@@ -1399,6 +1393,15 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             progress(f"plan ${placed[-1]:,.2f} ({elapsed():.1f} s)")
             if best is None or placed[-1] < best[1][-1]:
                 best = (hbm, placed)
+        if provisioned and placed is not None and (placed[4] > planned.sum(axis=1)).any():
+            # Whole contexts did not fit the fleet as the LP's fractions do: the fleet with one instance more of
+            # a small pool the LP relaxation uses is cheaper than another large instance (50,000 bench
+            # contexts: one p5.4xlarge and one g6e.xlarge, $6,380.93, where two p5.4xlarge cost $10,045).
+            g, c = np.nonzero((relaxed.pools > 1e-9) & (fleet.sum(axis=1) == 0)[:, None])
+            for k in np.lexsort((c, g, F.price[g]))[:COMPLEMENTS]:
+                complement = fleet.copy()
+                complement[g[k], c[k]] = 1
+                consider(complement, solution.prices)
     bound, _, _ = master(inputs, cuts, covers, states, None)
     progress(f"bound ${bound:,.2f} ({elapsed():.1f} s)")
     if best is None:
