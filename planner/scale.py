@@ -62,9 +62,11 @@ MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
 KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
 ALONE = 3               # fleets of one pool alone scored by the LP (the cheapest by a screen)
-COMPLEMENTS = 3         # fleets of a planned one that did not fit, plus an instance of a small pool
+COMPLEMENTS = 3         # fleets of one that falls short, plus an instance of a smaller pool
 PLANNED_FLEETS = 3      # fleets planned in full (the best by the LP, while they may beat the plan), where at most
 PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
+PLAN_MARGIN = 0.05      # a fleet is planned while its LP is under the plan in hand by this much more (the final
+                        # MIP also sizes the fleet: 40 chatbot contexts, fleet's LP $11,411.36, plan $11,309.16)
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -545,8 +547,8 @@ class BucketLP:
             if node[j] > 0:
                 self.highs.changeCoeff(int(self.node_row + self.t[i]), col, float(n_b[j] * node[j]))
 
-    def alone(self, top: int, rounds: int = 12) -> list[np.ndarray]:
-        """The `top` cheapest fleets of a single pool that alone serves every bucket (and the background),
+    def alone(self, rounds: int = 12) -> list[np.ndarray]:
+        """The fleets of a single pool that alone serves every bucket (and the background), cheapest first,
         screened without the LP: each bucket on its cheapest option with the pool's resources priced at shares
         of the instance's price, then as many whole instances as the busiest resource needs; the best of a few
         rounds. The shares start equal over the pool's resources and move halfway, each round, to how much of
@@ -598,7 +600,7 @@ class BucketLP:
                 fleet = np.zeros((G, 2))
                 fleet[g, c] = best[1]
                 found.append((best[0], int(p), fleet))
-        return [fleet for _, _, fleet in sorted(found, key=lambda item: item[:2])[:top]]
+        return [fleet for _, _, fleet in sorted(found, key=lambda item: item[:2])]
 
     def cut(self, prices: Prices, open_pools: np.ndarray | None = None) -> float:
         """The buckets' Lagrangian at `prices` (over the open pools alone, if given): a cut for the master
@@ -1178,7 +1180,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
                                                                               np.round(values[z][keep]))))
             first = chosen.copy()
             largest = np.lexsort((-values[z], fk))
-            largest = largest[np.r_[True, fk[largest][1:] != fk[largest][:-1]]]   # each class's largest share
+            largest = largest[np.r_[True, fk[largest][1:] != fk[largest][:-1]][:len(largest)]]  # largest shares
             first[fk[largest]] = fcode[largest]
             prog, offset, start, *_, plan = program(fixed, moved, np.zeros(G), max_instances, first)
             progress(f"final MIP: {len(moved):,} classes free ({len(split):,} split by the LP), the other "
@@ -1275,12 +1277,32 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
 
     # Fleets to plan, each scored by the LP over buckets with that fleet (extra instances bought whole).
     fleets: dict[bytes, tuple[float, LPSolution, np.ndarray]] = {}
+    screened: list[np.ndarray] = []
 
     def consider(fleet: np.ndarray, prices: Prices) -> None:
         if fleet.tobytes() not in fleets:
             solution = lp.solve(fleet, prices)
             if solution is not None:
                 fleets[fleet.tobytes()] = (solution.estimate, solution, fleet)
+
+    def complement(fleet: np.ndarray, limit: float, prices: Prices) -> None:
+        """Consider `fleet` plus one instance of a pool cheaper than `limit` $/h, for the few the LP relaxation
+        uses (cheapest first), then those the single-pool screen ranks best, on offerings the fleet lacks: where
+        a fleet falls short, a small instance beside it may cost less than another large one (rag-docs: one
+        g6e.16xlarge and one g6e.4xlarge, $7,754.81, where two g6e.16xlarge cost $11,093.57)."""
+        g, c = np.nonzero(relaxed.pools > 1e-9)
+        pools = [(g[k], c[k]) for k in np.lexsort((c, g, F.price[g]))]
+        pools += [tuple(np.argwhere(single)[0]) for single in screened]
+        tried = set()
+        for g, c in pools:
+            if len(tried) == COMPLEMENTS:
+                break
+            if (g, c) in tried or fleet[g].sum() > 0 or not F.price[g] < limit:
+                continue
+            tried.add((g, c))
+            more = fleet.copy()
+            more[g, c] = 1
+            consider(more, prices)
 
     if provisioned:  # the LP's fleet rounded down, plus the instances its LP then buys beside it, twice
         fleet = np.floor(relaxed.pools + 1e-9)
@@ -1292,10 +1314,11 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                 extra = fleets[fleet.tobytes()][1].pools - fleet
                 fleet = fleet + np.ceil(np.maximum(extra, 0) - 1e-9)
             consider(fleet, relaxed.prices)
-        for fleet in lp.alone(ALONE):
+        screened = lp.alone()
+        for fleet in screened[:ALONE]:
             consider(fleet, relaxed.prices)
     else:
-        fleets[b""] = (relaxed.objective, relaxed, np.zeros((G, 2)))
+        fleets[np.zeros((G, 2)).tobytes()] = (relaxed.objective, relaxed, np.zeros((G, 2)))
 
     # More fleets: Kelley's method on the buckets. A master over the integer fleet with the buckets' cuts
     # (and covers) proposes a fleet; the LP with that fleet scores it and gives the next cut; until the master
@@ -1360,14 +1383,27 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
 
     # The plan: the best fleet by the LP; where passes are quick, the next best too (up to PLANNED_FLEETS) while
-    # its LP may beat the plans in hand (a fleet the LP fills to the brim may not take whole contexts). Their
-    # LPs' prices and each bucket's choice fix most contexts; the cheapest plan wins.
+    # its LP may beat the plans in hand (within PLAN_MARGIN; a fleet the LP fills to the brim may not take whole
+    # contexts). Their LPs' prices and each bucket's choice fix most contexts; the cheapest plan wins.
     best, status = None, "not_solved"
     planned_ones: set[bytes] = set()
+    if provisioned and K <= PLANNED_FLEETS_UP_TO:
+        # Fleets whose LP needs less than one instance beyond their own, where one small instance instead could
+        # beat the best fleet: the three cheapest such.
+        best_estimate = min(item[0] for item in fleets.values())
+        smallest = np.nanmin(np.where(F.serves, F.price, np.nan)) * st.hours_per_month
+        short = []
+        for estimate, solution, fleet in fleets.values():
+            lacks = np.maximum(solution.pools - fleet, 0).sum(axis=1)
+            bought = float(np.dot(np.nan_to_num(F.price), np.ceil(lacks - 1e-9))) * st.hours_per_month
+            if 1e-9 < lacks.sum() <= 1 and estimate - bought + smallest < best_estimate:
+                short.append((estimate, fleet.tobytes(), fleet, F.price[lacks > 1e-9].max()))
+        for _, _, fleet, limit in sorted(short, key=lambda item: item[:2])[:3]:
+            complement(fleet, limit, relaxed.prices)
     while len(planned_ones) < (PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1):
         ranked = sorted((item for key, item in fleets.items() if key not in planned_ones),
                         key=lambda item: (item[0], item[2].tobytes()))
-        if not ranked or (best is not None and best[1][-1] <= ranked[0][0]):
+        if not ranked or (best is not None and best[1][-1] * (1 + PLAN_MARGIN) <= ranked[0][0]):
             break
         estimate, solution, fleet = ranked[0]
         planned_ones.add(fleet.tobytes())
@@ -1394,14 +1430,9 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             if best is None or placed[-1] < best[1][-1]:
                 best = (hbm, placed)
         if provisioned and placed is not None and (placed[4] > planned.sum(axis=1)).any():
-            # Whole contexts did not fit the fleet as the LP's fractions do: the fleet with one instance more of
-            # a small pool the LP relaxation uses is cheaper than another large instance (50,000 bench
-            # contexts: one p5.4xlarge and one g6e.xlarge, $6,380.93, where two p5.4xlarge cost $10,045).
-            g, c = np.nonzero((relaxed.pools > 1e-9) & (fleet.sum(axis=1) == 0)[:, None])
-            for k in np.lexsort((c, g, F.price[g]))[:COMPLEMENTS]:
-                complement = fleet.copy()
-                complement[g[k], c[k]] = 1
-                consider(complement, solution.prices)
+            # Whole contexts did not fit the fleet as the LP's fractions do (50,000 bench contexts: one
+            # p5.4xlarge; with one g6e.xlarge beside it, $6,380.93, where two p5.4xlarge cost $10,045).
+            complement(fleet, F.price[placed[4] > planned.sum(axis=1)].max(), solution.prices)
     bound, _, _ = master(inputs, cuts, covers, states, None)
     progress(f"bound ${bound:,.2f} ({elapsed():.1f} s)")
     if best is None:
