@@ -13,8 +13,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
    alone. Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
    counted as bought whole); the best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while
-   it may beat the plans in hand. A planned fleet that whole contexts do not fit adds candidates: itself plus
-   one instance of a small pool the LP relaxation uses.
+   it may beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or
+   whole contexts do not fit it once planned) adds candidates: itself plus one instance of a smaller pool.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
    (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
@@ -1403,7 +1403,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     while len(planned_ones) < (PLANNED_FLEETS if K <= PLANNED_FLEETS_UP_TO else 1):
         ranked = sorted((item for key, item in fleets.items() if key not in planned_ones),
                         key=lambda item: (item[0], item[2].tobytes()))
-        if not ranked or (best is not None and best[1][-1] * (1 + PLAN_MARGIN) <= ranked[0][0]):
+        if not ranked or (best is not None and (best[1][-1] * (1 + PLAN_MARGIN) <= ranked[0][0]
+                                                or (time_limit is not None and elapsed() > time_limit))):
             break
         estimate, solution, fleet = ranked[0]
         planned_ones.add(fleet.tobytes())
