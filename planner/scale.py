@@ -1160,7 +1160,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
     def held(free: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rest = np.ones(K, bool)
         rest[free] = False
-        rest &= s.cand_id[:, 0] >= 0
+        rest &= chosen >= 0
         return np.flatnonzero(rest), chosen[rest], demand.count[rest]
 
     limit = time_limit
