@@ -431,7 +431,8 @@ def _scale_solver(model: Model, gap: float, time_limit: float | None, progress: 
         elif name is not None:
             allowed = np.broadcast_to(np.arange(T) == model.tiers.index(name), (K, T)).copy()
         result = scale.solve(inputs, model.demand, model.background, states=states, allowed=allowed, gap=gap,
-                             time_limit=time_limit, progress=progress if name is None else silent)
+                             time_limit=time_limit, tree=name is None,  # a baseline's bound is not shown
+                             progress=progress if name is None else silent)
         if result.status == "unplaceable" and name == "rule_of_thumb" and len(result.unplaceable):
             allowed[result.unplaceable] = True  # where the rule's choice meets no SLO, the other one
             result = scale.solve(inputs, model.demand, model.background, allowed=allowed, gap=gap,

@@ -23,6 +23,11 @@ building and branching it takes minutes. This engine plans the same program (MOD
    buckets decide only how good the prices are, never whether the bound holds. Splitting pools by HBM state,
    dropping the linking rows and relaxing integrality only relax further. Where passes are cheap (few
    contexts), more cuts are added at the master's own fleets (Kelley's method).
+   Where that leaves a gap, a branch-and-bound over each offering's instances (on a coarse LP over
+   TREE_BUCKETS buckets) splits the fleets into boxes, removing the fractions of large instances the LP
+   relaxation spreads and no plan can buy; the lowest boxes' prices are checked exactly in the plan's pass
+   (L over the pools each box may open), and the bound is the least over the boxes of the master over the
+   fleets in each. Every fleet lies in one box, so it is still a bound.
 4. Plan. At each planned fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
    contexts (each held to the share of its bucket that may take it), so its loads are exact; each context
    takes its bucket's choice (split buckets split by count). The least decided contexts (those without a
@@ -40,7 +45,9 @@ plans; --time-limit still caps the whole run.
 
 from __future__ import annotations
 
+import heapq
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +74,11 @@ PLANNED_FLEETS = 3      # fleets planned in full (the best by the LP, while they
 PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
 PLAN_MARGIN = 0.05      # a fleet is planned while its LP is under the plan in hand by this much more (the final
                         # MIP also sizes the fleet: 40 chatbot contexts, fleet's LP $11,411.36, plan $11,309.16)
+TREE_BUCKETS = 150      # buckets of the LP that branches over fleets for the bound (its prices are checked exactly)
+TREE_NODES = 40         # LPs of that branch-and-bound, at most
+TREE_CHECKS = 12        # leaves checked by the pass over every context (the lowest first), at most
+TREE_WORK = 1_000_000   # classes times leaves checked, at most (and no search where two cannot be)
+TREE_GAP = 0.01         # no search where the cuts' bound is this close to the best fleet's LP already
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -649,29 +661,38 @@ class BucketLP:
         """Prices (the LP's row duals), instances per pool (G, 2), and the LP's optimum. With `fleet` (G, 2)
         the pools have those instances, and more at twice the price: on the open pools alone where that serves
         every bucket, else on every pool."""
-        if fleet is not None:
-            result = self._solve(fleet, initial, rounds, only_open=True)
-            if result is not None:
-                return result
-        return self._solve(fleet, initial, rounds, only_open=False)
+        G2 = len(self.inputs.fleet.names) * 2
+        if fleet is None:
+            return self._solve(np.zeros(G2), np.full(G2, np.inf), np.zeros(G2, bool), initial, rounds)
+        result = self._solve(fleet.ravel(), fleet.ravel(), fleet.ravel() > 0, initial, rounds, fleet=fleet)
+        if result is not None:
+            return result
+        return self._solve(fleet.ravel(), fleet.ravel(), np.ones(G2, bool), initial, rounds, fleet=fleet)
 
-    def _solve(self, fleet, initial, rounds, only_open):
+    def box(self, lower: np.ndarray, upper: np.ndarray, initial: Prices, rounds: int = 60) -> LPSolution | None:
+        """The LP relaxation with each offering's instances (both HBM states together) between `lower` and
+        `upper` (G,), no extras: a node of the branch-and-bound over fleets. None where it has no solution."""
+        G2 = lower.size * 2
+        return self._solve(np.zeros(G2), np.repeat(np.where(upper > 0, np.inf, 0.0), 2), np.zeros(G2, bool),
+                           initial, rounds, instances=(lower, upper))
+
+    def _solve(self, own_lower, own_upper, extra_open, initial, rounds, fleet=None, instances=None):
         if self.highs is None:
             self._start(initial)
-        G = len(self.inputs.fleet.names)
+        F = self.inputs.fleet
+        G = len(F.names)
         own, extra = self.pool_cols
-        if fleet is None:
-            self._bounds(own, np.zeros(G * 2), np.full(G * 2, np.inf))
-            self._bounds(extra, np.zeros(G * 2), np.zeros(G * 2))
-        else:
-            self._bounds(own, fleet.ravel(), fleet.ravel())
-            opened = fleet.ravel() > 0 if only_open else np.ones(G * 2, bool)
-            self._bounds(extra, np.zeros(G * 2), np.where(opened, np.inf, 0.0))
-            if only_open:  # buckets with no option on the open pools in the LP get all of theirs there
-                on_open = opened[self.g * 2 + self.c]
-                covered = np.zeros(len(self.rep.count), bool)
-                covered[self.b[self.active & on_open]] = True
-                self._add(np.flatnonzero(~self.active & on_open & ~covered[self.b]))
+        self._bounds(own, own_lower, own_upper)
+        self._bounds(extra, np.zeros(G * 2), np.where(extra_open, np.inf, 0.0))
+        lower, upper = instances if instances is not None else (np.full(G, -np.inf), F.max_instances)
+        self.highs.changeRowsBounds(G, (self.instance_row + np.arange(G)).astype(np.int32),
+                                    np.asarray(lower, float), np.asarray(upper, float))
+        opened = (own_upper > 0) | extra_open
+        if not opened.all():  # buckets with no option on the pools that may open get all of theirs there
+            on_open = opened[self.g * 2 + self.c]
+            covered = np.zeros(len(self.rep.count), bool)
+            covered[self.b[self.active & on_open]] = True
+            self._add(np.flatnonzero(~self.active & on_open & ~covered[self.b]))
         counts = self.rep.count.astype(float)
         B = len(counts)
         for round_ in range(rounds):
@@ -805,9 +826,10 @@ class Scan:
 def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, states: tuple[int, ...],
          pools: np.ndarray, allowed: np.ndarray | None, keep: int | None = None,
          open_pools: np.ndarray | None = None, designated: np.ndarray | None = None,
-         also: tuple[Prices, ...] = ()) -> Scan:
+         also: tuple[tuple[Prices, np.ndarray | None], ...] = ()) -> Scan:
     """One pass over every class and option at `prices`: the Lagrangian value (over every pool), and the
-    `keep` cheapest options of each class on the pools the plan may use (`pools`: (G, 2) bool)."""
+    `keep` cheapest options of each class on the pools the plan may use (`pools`: (G, 2) bool); and the
+    Lagrangian value at each of `also`'s (prices, pools) (see `lagrangians`)."""
     F, T = inputs.fleet, len(inputs.tiers.names)
     K = len(demand.count)
     fac = Factored(inputs, demand)
@@ -818,8 +840,8 @@ def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, sta
     base = fac.direct + fac.node_gb * prices.node
     open_pools = np.zeros((len(F.names), 2), bool) if open_pools is None else open_pools
     designated_id = np.full(K, -1, np.int64)
-    also_base = [fac.direct + fac.node_gb * other.node for other in also]
-    also_best = [np.full(K, np.inf) for _ in also]
+    beside = ThreadPoolExecutor(1)  # the other prices' values on a second core (numpy releases the GIL)
+    others = beside.submit(lagrangians, inputs, demand, background, also, states, allowed, fac)
     best, best_id, open_best = np.full(K, np.inf), np.full(K, -1, np.int64), np.full(K, np.inf)
     cand_rc, cand_id = np.full((K, keep), np.inf), np.full((K, keep), -1, np.int64)
     rows = np.arange(K)
@@ -829,9 +851,6 @@ def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, sta
         if on is None:
             continue
         for c in states:
-            for j, other in enumerate(also):
-                np.minimum(also_best[j], reduced_costs(fac, on, c, other, also_base[j], allowed).min(axis=1),
-                           out=also_best[j])
             rc = reduced_costs(fac, on, c, prices, base, allowed)
             code = (g * 2 + c) * T
             first = rc.argmin(axis=1)
@@ -862,7 +881,6 @@ def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, sta
 
     value = float(np.dot(demand.count, best))
     open_value = float(np.dot(demand.count, open_best)) if open_pools.any() else np.inf
-    also_values = [float(np.dot(demand.count, b)) for b in also_best]
     bg_ids = np.zeros(0, np.int64)
     if len(background.count):
         bfac = Factored(inputs, background)
@@ -882,19 +900,44 @@ def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, sta
                         ids.append((g * 2 + c) * T + RECOMPUTE)
         value += min(costs)
         open_value += min(open_costs)
-        for j, other in enumerate(also):
-            bbase_other = bfac.direct + bfac.node_gb * other.node
-            also_values[j] += min([np.inf] + [
-                reduced_costs(bfac, on, c, other, bbase_other, None)[0, RECOMPUTE]
-                for on in filter(None, (bfac.offering(g) for g in range(len(F.names)))) for c in states])
         bg_ids = np.array(ids, np.int64)
         reach = np.vstack([reach, bg_reach])
     reach = reach[reach.any(axis=1)]
     packed = np.ascontiguousarray(np.packbits(reach, axis=1))
     _, first = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_index=True)
     covers = reach[np.sort(first)]
+    also_values = others.result()
+    beside.shutdown()
     return Scan(value, open_value, best_id, cand_rc, cand_id, designated_id, open_pools, also_values, bg_ids,
                 covers)
+
+
+def lagrangians(inputs: Inputs, demand: Demand, background: Demand,
+                vectors: tuple[tuple[Prices, np.ndarray | None], ...], states: tuple[int, ...],
+                allowed: np.ndarray | None, fac: Factored | None = None) -> list[float]:
+    """L(π) = Σ_i min_o (c_io + π·u_io) + the background's cheapest option, for each (π, pools): over the
+    pools (G, 2) bool given (None: every pool)."""
+    F = inputs.fleet
+    fac = Factored(inputs, demand) if fac is None else fac
+    best = [np.full(len(demand.count), np.inf) for _ in vectors]
+    bases = [fac.direct + fac.node_gb * prices.node for prices, _ in vectors]
+    for g in range(len(F.names)):
+        on = fac.offering(g)
+        for c in states if on is not None else ():
+            for j, (prices, pools) in enumerate(vectors):
+                if pools is None or pools[g, c]:
+                    np.minimum(best[j], reduced_costs(fac, on, c, prices, bases[j], allowed).min(axis=1),
+                               out=best[j])
+    values = [float(np.dot(demand.count, b)) for b in best]
+    if len(background.count):
+        bfac = Factored(inputs, background)
+        for j, (prices, pools) in enumerate(vectors):
+            base = bfac.direct + bfac.node_gb * prices.node
+            values[j] += min([np.inf] + [
+                reduced_costs(bfac, on, c, prices, base, None)[0, RECOMPUTE]
+                for on in filter(None, (bfac.offering(g) for g in range(len(F.names)))) for c in states
+                if pools is None or pools[on.g, c]])
+    return values
 
 
 @dataclass(frozen=True)
@@ -909,11 +952,13 @@ class Cut:
 
 
 def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[int, ...],
-           time_limit: float | None) -> tuple[float, np.ndarray, np.ndarray]:
+           time_limit: float | None, box: tuple[np.ndarray, np.ndarray] | None = None
+           ) -> tuple[float, np.ndarray, np.ndarray]:
     """min Σ price·H·n + Σ node price·H·m + θ over integer pools n (G, 2) and nodes m, with θ >= 0, the cuts,
     and Σ_{p in S} n_p >= 1 for every set S of pools that alone can serve some class (a class is served by an
     instance). Every plan satisfies all of these, so the minimum is a lower bound on every plan. Returns the
-    bound and the (n, m) that attains it."""
+    bound and the (n, m) that attains it. With `box` (lower, upper per offering), over the fleets in it alone
+    (inf where none of them meets the covers)."""
     F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
     G, T = len(F.names), len(tiers.names)
     serving = [(g, c) for g in np.flatnonzero(F.serves) for c in states] if st.mode == "provisioned" else []
@@ -929,6 +974,9 @@ def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[in
     prog = _Program(n_cuts + G + n_covers + n_links)
     prog.row_lower[:n_cuts] = [cut.value for cut in finite]
     prog.row_upper[n_cuts:n_cuts + G] = F.max_instances
+    if box is not None:
+        prog.row_lower[n_cuts:n_cuts + G] = box[0]
+        prog.row_upper[n_cuts:n_cuts + G] = np.minimum(F.max_instances, box[1])
     prog.row_lower[n_cuts + G:n_cuts + G + n_covers] = 1.0
     prog.row_upper[n_cuts + G + n_covers:] = 0.0
     theta = prog.columns([1.0], 0.0, np.inf)
@@ -957,11 +1005,93 @@ def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[in
     status, x, _, objective, bound = prog.solve(gap=1e-9, time_limit=time_limit)
     pools, nodes = np.zeros((G, 2)), np.zeros(T)
     if x is None:
-        return -np.inf, pools, nodes
+        return np.inf if status == "infeasible" and box is not None else -np.inf, pools, nodes
     for (g, c), col in zip(serving, n):
         pools[g, c] = round(x[col])
     nodes[node_t] = np.round(x[m])
     return float(bound), pools, nodes
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """A box of fleets, lower <= instances of each offering (both HBM states) <= upper, and prices for its
+    bound: its LP's duals (its parent's where its LP has no solution)."""
+    lower: np.ndarray
+    upper: np.ndarray
+    prices: Prices
+    objective: float           # the box's LP over coarse buckets (inf: none), which only orders the search
+
+
+def fleet_tree(inputs: Inputs, demand: Demand, background: Demand, states: tuple[int, ...],
+               allowed: np.ndarray | None, target: float, nodes: int = TREE_NODES) -> list[Leaf]:
+    """Boxes that together hold every fleet, from a branch-and-bound over the instances of each offering on
+    the LP over TREE_BUCKETS buckets (best box first; a box is split at its LP's fractional offering that
+    costs most, into <= floor and >= ceil, until `nodes` LPs are solved or every box's LP reaches `target`).
+    The LP relaxation spreads fractions of large instances that no plan can buy (50,000 bench contexts:
+    8% of a p5en.48xlarge, 9% of a p4de.24xlarge...); each split removes one such fraction. The buckets
+    only steer the search: each box is bounded exactly by `tree_bound`."""
+    F, st = inputs.fleet, inputs.settings
+    G = len(F.names)
+    rep, of_class = buckets(demand, TREE_BUCKETS)
+    bucket_allowed = None
+    if allowed is not None:
+        bucket_allowed = np.ones((len(rep.count), allowed.shape[1]), bool)
+        np.logical_and.at(bucket_allowed, of_class, allowed)
+    lp = BucketLP(inputs, rep, background, states, bucket_allowed)
+    initial = Prices.zero(G, len(inputs.tiers.names))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        initial.pool[:, :, GPU] = np.nan_to_num(F.price * st.hours_per_month / F.gpu_capacity)[:, None]
+    upper = np.where(F.serves, np.asarray(F.max_instances, float), 0.0)
+    root = lp.box(np.zeros(G), upper, initial)
+    if root is None:
+        return [Leaf(np.zeros(G), upper, initial, np.inf)]
+    price = np.nan_to_num(F.price) * st.hours_per_month
+    heap = [(root.objective, 0, Leaf(np.zeros(G), upper, root.prices, root.objective), root)]
+    leaves, solved = [], 1
+    while heap and solved < nodes and heap[0][0] < target:
+        _, _, leaf, solution = heapq.heappop(heap)
+        v = solution.pools.sum(axis=1)
+        fraction = v - np.floor(v + 1e-9)
+        split = (fraction > 1e-6) & (fraction < 1 - 1e-6)
+        if not split.any():  # an integer fleet: nothing left to split
+            leaves.append(leaf)
+            continue
+        g = int(np.argmax(np.where(split, price * np.minimum(fraction, 1 - fraction), -1.0)))
+        for lower, upper in ((leaf.lower, np.where(np.arange(G) == g, np.floor(v), leaf.upper)),
+                             (np.where(np.arange(G) == g, np.ceil(v), leaf.lower), leaf.upper)):
+            child = lp.box(lower, upper, solution.prices)
+            solved += 1
+            if child is None:
+                leaves.append(Leaf(lower, upper, solution.prices, np.inf))
+            else:
+                heapq.heappush(heap, (child.objective, solved, Leaf(lower, upper, child.prices, child.objective),
+                                      child))
+    return leaves + [leaf for _, _, leaf, _ in heap]
+
+
+def leaf_prices(inputs: Inputs, leaf: Leaf, states: tuple[int, ...]) -> tuple[Prices, np.ndarray | None]:
+    """The leaf's prices made fit for its bound, and the pools (G, 2) its fleets may open (None: all that
+    serve, in the states planned): the prices scaled down (any
+    prices >= 0 give a valid bound) until no instance that may open is worth more than it costs (a box that
+    holds fleets with ever more of it would have no bound)."""
+    F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
+    worth, node_worth = leaf.prices.worth(F, tiers)
+    price = np.repeat(np.nan_to_num(F.price)[:, None] * st.hours_per_month, 2, axis=1)
+    pools = (leaf.upper[:, None] > 0) & np.isin([0, 1], states)[None, :]
+    dear = pools & (worth > price)
+    nodes = np.isfinite(tiers.node_gb) & (node_worth > tiers.node_price_per_hour * st.hours_per_month)
+    scale = min([1.0, *(price[dear] / worth[dear]),
+                 *((tiers.node_price_per_hour * st.hours_per_month)[nodes] / node_worth[nodes])])
+    serving = F.serves[:, None] & np.isin([0, 1], states)[None, :]
+    return Prices(leaf.prices.pool * scale, leaf.prices.node * scale), None if (pools == serving).all() else pools
+
+
+def tree_bound(inputs: Inputs, leaves: list[Leaf], cuts: list[Cut], covers: np.ndarray,
+               states: tuple[int, ...]) -> float:
+    """min over the leaves of the master's bound over the fleets in its box: every fleet lies in some leaf,
+    so no plan costs less."""
+    return min((master(inputs, cuts, covers, states, None, box=(leaf.lower, leaf.upper))[0] for leaf in leaves),
+               default=-np.inf)
 
 
 def decode(code: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1234,7 +1364,7 @@ def _no_background(background: Demand) -> Demand:
 
 def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[int, ...] = (0, 1),
           allowed: np.ndarray | None = None, gap: float = 1e-4, time_limit: float | None = None,
-          progress: Callable[[str], None] = lambda message: None) -> Result:
+          tree: bool = True, progress: Callable[[str], None] = lambda message: None) -> Result:
     """Plan `demand` (context classes) and `background` with the engine described at the top of this module."""
     clock = time.perf_counter()
     F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
@@ -1381,12 +1511,22 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             cuts += new
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
+    # Boxes of fleets for a bound that knows instances come whole, where the cuts leave a gap and at least two
+    # boxes can be checked; the lowest boxes are checked in the plan's pass.
+    leaves, checked = [], []
+    best_estimate = min(item[0] for item in fleets.values())
+    if provisioned and tree and 2 * K <= TREE_WORK and bound < best_estimate * (1 - TREE_GAP):
+        leaves = fleet_tree(inputs, demand, background, states, allowed, best_estimate)
+        lowest = sorted(leaves, key=lambda leaf: leaf.objective)[:min(TREE_CHECKS, TREE_WORK // K)]
+        checked = [leaf_prices(inputs, leaf, states) for leaf in lowest]
+        progress(f"{len(leaves)} boxes of fleets for the bound ({elapsed():.1f} s)")
 
     # The plan: the best fleet by the LP; where passes are quick, the next best too (up to PLANNED_FLEETS) while
     # its LP may beat the plans in hand (within PLAN_MARGIN; a fleet the LP fills to the brim may not take whole
     # contexts). Their LPs' prices and each bucket's choice fix most contexts; the cheapest plan wins.
     best, status = None, "not_solved"
     planned_ones: set[bytes] = set()
+    tree_cuts: list[Cut] = []
     if provisioned and K <= PLANNED_FLEETS_UP_TO:
         # Fleets whose LP needs less than one instance beyond their own, where one small instance instead could
         # beat the best fleet: the three cheapest such.
@@ -1412,12 +1552,15 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
         hbm, pools = pools_of(fleet, solution.pools)
         s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
-                 designated=lp.designated(solution.shares, of_class, demand.count), also=(relaxed.prices,))
+                 designated=lp.designated(solution.shares, of_class, demand.count), also=((relaxed.prices, None), *checked))
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers if covers is None else covers
         worth = solution.prices.worth(F, tiers)
         cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
+        tree_cuts += [Cut(value, *prices.worth(F, tiers), None if pools is None else pools.ravel())
+                      for value, (prices, pools) in zip(s.also[1:], checked)]
+        checked = []
         if provisioned and fleet.any():
             cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
         progress(f"placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} by the LP "
@@ -1435,6 +1578,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             # p5.4xlarge; with one g6e.xlarge beside it, $6,380.93, where two p5.4xlarge cost $10,045).
             complement(fleet, F.price[placed[4] > planned.sum(axis=1)].max(), solution.prices)
     bound, _, _ = master(inputs, cuts, covers, states, None)
+    if leaves:
+        bound = max(bound, tree_bound(inputs, leaves, cuts + tree_cuts, covers, states))
     progress(f"bound ${bound:,.2f} ({elapsed():.1f} s)")
     if best is None:
         return failed(status, bound=bound, reason="no fleet within max_instances serves the load"

@@ -88,6 +88,39 @@ def test_bound_and_plan_bracket_the_exact_optimum(seed):
     assert plan["total_usd"] - plan["solver"]["lower_bound_usd"] == pytest.approx(gap * plan["total_usd"], abs=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_boxes_of_fleets_hold_every_fleet_once_and_bound_the_exact_optimum(seed):
+    """The branch-and-bound over fleets: its boxes split the integer fleets (each fleet in exactly one box), and
+    the box holding the exact optimum's fleet is bounded below that optimum, with each box's prices checked by
+    the exact Lagrangian over the pools it may open."""
+    rng = np.random.default_rng(100 + seed)
+    workload, catalog = random_instance(rng, 10, 3, 4, "provisioned")
+    exact = _exact_or_none(workload, catalog)
+    if exact is None:
+        return
+    model = prepare(workload, catalog)
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    F, G, T = model.fleet, len(model.fleet.names), len(model.tiers.names)
+    states = (0, 1) if model.settings.hbm_cache_possible else (0,)
+    leaves = scale.fleet_tree(inputs, model.demand, model.background, states, None, target=np.inf, nodes=9)
+    optimum = np.zeros(G)
+    for row in exact["fleet"]:
+        optimum[F.names.index(row["offering"])] = row["instances"]
+    fleets = np.vstack([optimum, np.minimum(rng.integers(0, 4, (300, G)), F.max_instances) * F.serves])
+    lower, upper = np.array([leaf.lower for leaf in leaves]), np.array([leaf.upper for leaf in leaves])
+    holding = ((lower[None] <= fleets[:, None]) & (fleets[:, None] <= upper[None])).all(axis=2)
+    assert (holding.sum(axis=1) == 1).all()
+    vectors = [scale.leaf_prices(inputs, leaf, states) for leaf in leaves]
+    values = scale.lagrangians(inputs, model.demand, model.background, vectors, states, None)
+    cuts = [scale.Cut(value, *prices.worth(F, model.tiers), None if pools is None else pools.ravel())
+            for value, (prices, pools) in zip(values, vectors)]
+    covers = scale.scan(inputs, model.demand, model.background, scale.Prices.zero(G, T), states,
+                        np.zeros((G, 2), bool), None).covers
+    box = leaves[int(np.argmax(holding[0]))]
+    assert scale.tree_bound(inputs, [box], cuts, covers, states) <= exact["total_usd"] * (1 + 1e-7) + 1e-6
+    assert scale.tree_bound(inputs, leaves, cuts, covers, states) <= exact["total_usd"] * (1 + 1e-7) + 1e-6
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_per_use_is_solved_exactly(seed):
     """Without a fleet the program separates by context: the engine's plan is the optimum, with no gap."""
