@@ -78,7 +78,8 @@ TREE_BUCKETS = 150      # buckets of the LP that branches over fleets for the bo
 TREE_NODES = 40         # LPs of that branch-and-bound, at most
 TREE_CHECKS = 12        # leaves checked by the pass over every context (the lowest first), at most
 TREE_WORK = 1_000_000   # classes times leaves checked, at most (and no search where two cannot be)
-TREE_GAP = 0.01         # no search where the cuts' bound is this close to the best fleet's LP already
+TREE_GAP = 0.01         # the search runs where the cuts' bound is within this of the LP relaxation, and
+                        # the relaxation spends at least this share on instances dearer than the gap
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -1511,11 +1512,16 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             cuts += new
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
-    # Boxes of fleets for a bound that knows instances come whole, where the cuts leave a gap and at least two
-    # boxes can be checked; the lowest boxes are checked in the plan's pass.
+    # Boxes of fleets for a bound that knows instances come whole, where the cuts got no further than the LP
+    # relaxation, which spends on offerings whose one instance costs more than the gap left (no plan near the
+    # best fleet buys one: 50,000 bench contexts, 8% of a p5en.48xlarge), and where at least two boxes can be
+    # checked; the lowest boxes are checked in the plan's pass.
     leaves, checked = [], []
     best_estimate = min(item[0] for item in fleets.values())
-    if provisioned and tree and 2 * K <= TREE_WORK and bound < best_estimate * (1 - TREE_GAP):
+    instance = np.nan_to_num(F.price) * st.hours_per_month
+    beyond = instance > best_estimate - relaxed.objective
+    if (provisioned and tree and 2 * K <= TREE_WORK and bound <= relaxed.objective * (1 + TREE_GAP)
+            and np.dot(instance[beyond], relaxed.pools.sum(axis=1)[beyond]) >= TREE_GAP * relaxed.objective):
         leaves = fleet_tree(inputs, demand, background, states, allowed, best_estimate)
         lowest = sorted(leaves, key=lambda leaf: leaf.objective)[:min(TREE_CHECKS, TREE_WORK // K)]
         checked = [leaf_prices(inputs, leaf, states) for leaf in lowest]
