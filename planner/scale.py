@@ -33,8 +33,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    takes its bucket's choice (split buckets split by count). The least decided contexts (those without a
    choice, those on rows the choices overload, those closest to a tie) are then fitted to the fleet by an LP
    over each one's best few options at the prices; its basic solution splits few contexts, and a MIP over
-   those and the closest to a tie decides them with the integer fleet, from the LP's choices (so it always has
-   a plan). Where the fleet does not fit them, that MIP starts from the bucket's choices. The cheapest plan wins.
+   those, the closest to a tie and the largest on the rows the LP fills decides them with the integer fleet,
+   from the LP's choices (so it always has a plan). Where the fleet does not fit them, that MIP starts from the bucket's choices. The cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
 Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
@@ -64,6 +64,7 @@ NONE = -1
 MAX_BUCKETS = 1000      # buckets of the pricing LP
 FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
 FREE_CONTEXTS = 4000    # contexts the final MIP may move where the planned fleet does not fit them
+LARGEST_CONTEXTS = 200   # and the largest on the rows the LP fills, besides
 CANDIDATES = 6          # options per free context in the final MIP, at least
 MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
@@ -1135,7 +1136,8 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
     """Decide each class's option and the integer fleet, from `planned` instances per offering. Each class starts
     on its bucket's choice in the LP (else its cheapest option at the prices). First, at the planned fleet, the
     LP over the FIT_CONTEXTS classes least decided (the rest fixed): a basic solution splits few classes (at most
-    one per capacity row), and a small MIP decides those. Where the planned fleet does not fit them, a MIP over
+    one per capacity row), and a MIP decides those, the FREE_CONTEXTS least decided and the LARGEST_CONTEXTS
+    largest on the rows the LP fills. Where the planned fleet does not fit them, a MIP over
     the FREE_CONTEXTS least decided decides them and the fleet. Returns (status, assignment rows (class, g, t,
     count), n, background share, nodes, objective)."""
     from .costmodel import evaluate
@@ -1300,12 +1302,26 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         free = np.sort(ranked[:FIT_CONTEXTS])
         prog, offset, _, z, fk, fcode, _ = program(held(free), free, planned, planned)
         progress(f"fitting {len(free):,} classes to the planned fleet by an LP ({len(z):,} options)")
-        status, values, _, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
+        status, values, duals, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
         if values is not None:
-            # the MIP moves the classes the LP splits and the least decided; the LP fixes the rest
+            # the MIP moves the classes the LP splits, the least decided, and the largest on each row the LP
+            # fills (whole contexts must fit where the LP packs fractions: held where the LP put them, 997 of
+            # 5,000 bench contexts left one g6e.4xlarge no room, and the MIP bought a second)
             whole = np.abs(values[z] - np.round(values[z])) <= 1e-6
             split = np.unique(fk[~whole])
-            moved = np.union1d(split, ranked[:FREE_CONTEXTS])
+            o_fit = options(fk, fcode)
+            r_fit, amount_fit = _uses(inputs, o_fit)
+            cap_rows = len(free) + 1 + np.arange(G * 6)
+            full = (np.abs(duals[cap_rows]) > 1e-9).reshape(G, 6)
+            with np.errstate(divide="ignore", invalid="ignore"):  # each context's share of the rows it fills
+                room = planned[:, None] * cap_g
+                on_full = np.where(full[o_fit.g, GPU], o_fit.gpu_load / room[o_fit.g, GPU], 0.0) + np.where(
+                    (r_fit >= 0) & full[o_fit.g, np.maximum(r_fit, 0)],
+                    amount_fit / room[o_fit.g, np.maximum(r_fit, 0)], 0.0)
+            size = np.zeros(K)
+            np.maximum.at(size, fk, np.where(values[z] > 1e-9, np.nan_to_num(on_full), 0.0))
+            largest = np.lexsort((np.arange(K), -size))[:LARGEST_CONTEXTS]
+            moved = np.union1d(np.union1d(split, ranked[:FREE_CONTEXTS]), largest[size[largest] > 0])
             keep = ~np.isin(fk, moved) & (np.round(values[z]) > 0)
             fixed = tuple(np.concatenate([a, b]) for a, b in zip(held(free), (fk[keep], fcode[keep],
                                                                               np.round(values[z][keep]))))
