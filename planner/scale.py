@@ -63,6 +63,8 @@ GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
 NONE = -1
 MAX_BUCKETS = 1000      # buckets of the pricing LP
 FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
+FIT_ALL_UP_TO = 60000   # where those held leave no room, all are fitted, up to this many (50,000 bench contexts:
+                        # $5,647.93 on one p5.4xlarge, where the held left none and the plan bought another)
 FREE_CONTEXTS = 4000    # contexts the final MIP may move where the planned fleet does not fit them
 LARGEST_CONTEXTS = 200   # and the largest on the rows the LP fills, besides
 CANDIDATES = 6          # options per free context in the final MIP, at least
@@ -1299,10 +1301,14 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
     limit = time_limit
     max_instances = np.asarray(F.max_instances, dtype=float)
     if provisioned:  # at the planned fleet: the LP, then a MIP over the classes it splits
-        free = np.sort(ranked[:FIT_CONTEXTS])
-        prog, offset, _, z, fk, fcode, _ = program(held(free), free, planned, planned)
-        progress(f"fitting {len(free):,} classes to the planned fleet by an LP ({len(z):,} options)")
-        status, values, duals, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
+        # where the classes held leave no room, all are fitted, where they are few enough
+        for fitted in [FIT_CONTEXTS] + ([len(ranked)] if FIT_CONTEXTS < len(ranked) <= FIT_ALL_UP_TO else []):
+            free = np.sort(ranked[:fitted])
+            prog, offset, _, z, fk, fcode, _ = program(held(free), free, planned, planned)
+            progress(f"fitting {len(free):,} classes to the planned fleet by an LP ({len(z):,} options)")
+            status, values, duals, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
+            if values is not None:
+                break
         if values is not None:
             # the MIP moves the classes the LP splits, the least decided, and the largest on each row the LP
             # fills (whole contexts must fit where the LP packs fractions: held where the LP put them, 997 of
