@@ -94,6 +94,9 @@ def table(rows: list[dict]) -> str:
         e = row.get("exact")
         if e is None:
             baseline, ratio = "—", "—"
+        elif e.get("seconds") is not None and e.get("total") is None and s.get("seconds"):
+            baseline = f"no plan in {e['seconds']:.0f} s"  # stopped at --baseline-limit without one
+            ratio = f"> {e['seconds'] / s['seconds']:.0f}×"
         elif e.get("seconds") is None or e.get("total") is None:
             baseline = e.get("note", "no plan")
             ratio = "—"
