@@ -642,6 +642,8 @@ class BucketLP:
         """Per class: the (pool, group of tiers) the LP gives its bucket, coded pool * groups + group. A bucket
         the LP splits is split over its classes in the same proportions (by count, in class order)."""
         used = np.flatnonzero(shares > 1e-9)
+        if len(used) == 0:  # (the LP places nothing: a workload whose contexts cost nothing anywhere)
+            return np.full(len(of_class), -1, np.int64)
         used = used[np.lexsort((-shares[used], self.b[used]))]          # by bucket, largest share first
         code = (self.g[used] * 2 + self.c[used]) * (self.group.max() + 1) + self.group[self.t[used]]
         total = np.bincount(self.b[used], shares[used], len(self.rep.count))
@@ -658,7 +660,7 @@ class BucketLP:
         key = self.b[used] + np.minimum(ends, 1.0)
         pick = np.searchsorted(key, of_class + np.minimum(fraction, 1.0 - 1e-12))
         pick = np.minimum(pick, len(used) - 1)
-        out = np.where((len(used) > 0) & (self.b[used][pick] == of_class), code[pick], -1)
+        out = np.where(self.b[used][pick] == of_class, code[pick], -1)
         return out
 
     def solve(self, fleet: np.ndarray | None, initial: Prices, rounds: int = 60) -> LPSolution:

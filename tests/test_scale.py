@@ -155,6 +155,24 @@ def test_the_largest_contexts_on_full_rows_are_moved_so_whole_contexts_fit(tmp_p
     assert plan["solver"]["gap"] <= 1e-4
 
 
+def test_baselines_where_the_lp_places_nothing():
+    """The paper's example (per use, one context class per reuse count) on the aws catalog, with baselines: a
+    baseline's LP can place nothing on any pool (it crashed with an IndexError); plan and baselines equal the
+    exact program's."""
+    from planner.catalog import load_catalog, load_models
+
+    workload = load_workload(ROOT / "examples" / "paper" / "workload.yaml")
+    catalog = load_catalog("aws", load_models())
+    engine = make_plan(workload, catalog, method="scale")
+    exact = make_plan(workload, catalog, method="exact")
+    assert engine["total_usd"] == pytest.approx(exact["total_usd"], rel=1e-9, abs=1e-9)
+    assert engine["baselines"].keys() == exact["baselines"].keys()
+    for name, baseline in exact["baselines"].items():
+        assert engine["baselines"][name]["feasible"] == baseline["feasible"], name
+        if baseline["feasible"]:
+            assert engine["baselines"][name]["total_usd"] == pytest.approx(baseline["total_usd"], rel=1e-9), name
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_per_use_is_solved_exactly(seed):
     """Without a fleet the program separates by context: the engine's plan is the optimum, with no gap."""
