@@ -173,6 +173,25 @@ def test_baselines_where_the_lp_places_nothing():
             assert engine["baselines"][name]["total_usd"] == pytest.approx(baseline["total_usd"], rel=1e-9), name
 
 
+def test_placement_mip_does_not_hang_in_presolve(tmp_path):
+    """chatbot-prompts on the azure catalog: HiGHS 1.16's presolve (dual fixing) looped forever on the engine's
+    placement MIP, time limit or not. Run as a real process with a deadline; its plan and bound bracket the
+    exact optimum."""
+    import subprocess
+
+    from planner.catalog import load_catalog, load_models
+
+    workload = ROOT / "examples" / "chatbot-prompts" / "workload.yaml"
+    done = subprocess.run([sys.executable, "-m", "planner", "plan", str(workload), "--catalog", "azure", "--method",
+                           "scale", "--no-baselines", "--json", "--quiet", "--out", str(tmp_path / "plan")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    exact = make_plan(load_workload(workload), load_catalog("azure", load_models()), method="exact", baselines=False)
+    plan = json.loads(done.stdout)
+    assert plan["violations"] == []
+    assert plan["solver"]["lower_bound_usd"] <= exact["total_usd"] + 1e-6 <= plan["total_usd"] + 2e-6
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_per_use_is_solved_exactly(seed):
     """Without a fleet the program separates by context: the engine's plan is the optimum, with no gap."""
