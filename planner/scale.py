@@ -926,6 +926,8 @@ def lagrangians(inputs: Inputs, demand: Demand, background: Demand,
                 allowed: np.ndarray | None, fac: Factored | None = None) -> list[float]:
     """L(π) = Σ_i min_o (c_io + π·u_io) + the background's cheapest option, for each (π, pools): over the
     pools (G, 2) bool given (None: every pool)."""
+    if not vectors:
+        return []
     F = inputs.fleet
     fac = Factored(inputs, demand) if fac is None else fac
     best = [np.full(len(demand.count), np.inf) for _ in vectors]
