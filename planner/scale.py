@@ -816,6 +816,22 @@ class BucketLP:
                            int(counts.sum()), starts, rows[keep].astype(np.int32), values[keep])
 
 
+def bucket_lp(inputs: Inputs, demand: Demand, background: Demand, states: tuple[int, ...],
+              allowed: np.ndarray | None, limit: int = MAX_BUCKETS) -> tuple[BucketLP, np.ndarray, Prices]:
+    """The LP over at most `limit` buckets of `demand`, each class's bucket, and first prices for its column
+    generation (each GPU-second at its instance's price)."""
+    F, st = inputs.fleet, inputs.settings
+    rep, of_class = buckets(demand, limit)
+    bucket_allowed = None
+    if allowed is not None:  # a bucket may use a tier only where all its classes may
+        bucket_allowed = np.ones((len(rep.count), allowed.shape[1]), bool)
+        np.logical_and.at(bucket_allowed, of_class, allowed)
+    initial = Prices.zero(len(F.names), len(inputs.tiers.names))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        initial.pool[:, :, GPU] = np.nan_to_num(F.price * st.hours_per_month / F.gpu_capacity)[:, None]
+    return BucketLP(inputs, rep, background, states, bucket_allowed), of_class, initial
+
+
 # --- step 2: the bound (Lagrangian cuts and a master over the fleet) -----------------------------------------------
 
 @dataclass(frozen=True)
@@ -1043,15 +1059,7 @@ def fleet_tree(inputs: Inputs, demand: Demand, background: Demand, states: tuple
     only steer the search: each box is bounded exactly by `tree_bound`."""
     F, st = inputs.fleet, inputs.settings
     G = len(F.names)
-    rep, of_class = buckets(demand, TREE_BUCKETS)
-    bucket_allowed = None
-    if allowed is not None:
-        bucket_allowed = np.ones((len(rep.count), allowed.shape[1]), bool)
-        np.logical_and.at(bucket_allowed, of_class, allowed)
-    lp = BucketLP(inputs, rep, background, states, bucket_allowed)
-    initial = Prices.zero(G, len(inputs.tiers.names))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        initial.pool[:, :, GPU] = np.nan_to_num(F.price * st.hours_per_month / F.gpu_capacity)[:, None]
+    lp, _, initial = bucket_lp(inputs, demand, background, states, allowed, TREE_BUCKETS)
     upper = np.where(F.serves, np.asarray(F.max_instances, float), 0.0)
     root = lp.box(np.zeros(G), upper, initial)
     if root is None:
@@ -1411,15 +1419,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         return Result(status, empty, empty, empty, empty, zeros, zeros, np.zeros(G), np.zeros(T, np.int64), None,
                       bound, elapsed(), unplaceable, reason)
 
-    rep, of_class = buckets(demand)
-    bucket_allowed = None
-    if allowed is not None:  # a bucket may use a tier only where all its classes may
-        bucket_allowed = np.ones((len(rep.count), allowed.shape[1]), bool)
-        np.logical_and.at(bucket_allowed, of_class, allowed)
-    lp = BucketLP(inputs, rep, background, states, bucket_allowed)
-    initial = Prices.zero(G, T)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        initial.pool[:, :, GPU] = np.nan_to_num(F.price * st.hours_per_month / F.gpu_capacity)[:, None]
+    lp, of_class, initial = bucket_lp(inputs, demand, background, states, allowed)
+    rep = lp.rep
     relaxed = lp.solve(None, initial)
     if relaxed is None:
         return failed("infeasible", reason="no fleet within max_instances serves the load")
