@@ -34,7 +34,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    choice, those on rows the choices overload, those closest to a tie) are then fitted to the fleet by an LP
    over each one's best few options at the prices; its basic solution splits few contexts, and a MIP over
    those, the closest to a tie and the largest on the rows the LP fills decides them with the integer fleet,
-   from the LP's choices (so it always has a plan). Where the fleet does not fit them, that MIP starts from the bucket's choices. The cheapest plan wins.
+   from the LP's choices (so it always has a plan). Where the fleet does not fit them, that MIP starts from
+   the bucket's choices. The cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
 Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
@@ -47,8 +48,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,7 +67,7 @@ FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those l
 FIT_ALL_UP_TO = 60000   # where those held leave no room, all are fitted, up to this many (50,000 bench contexts:
                         # $5,647.93 on one p5.4xlarge, where the held left none and the plan bought another)
 FREE_CONTEXTS = 4000    # contexts the final MIP may move where the planned fleet does not fit them
-LARGEST_CONTEXTS = 200   # and the largest on the rows the LP fills, besides
+LARGEST_CONTEXTS = 200  # and the largest on the rows the LP fills, besides
 CANDIDATES = 6          # options per free context in the final MIP, at least
 MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
@@ -1090,9 +1091,9 @@ def fleet_tree(inputs: Inputs, demand: Demand, background: Demand, states: tuple
 
 def leaf_prices(inputs: Inputs, leaf: Leaf, states: tuple[int, ...]) -> tuple[Prices, np.ndarray | None]:
     """The leaf's prices made fit for its bound, and the pools (G, 2) its fleets may open (None: all that
-    serve, in the states planned): the prices scaled down (any
-    prices >= 0 give a valid bound) until no instance that may open is worth more than it costs (a box that
-    holds fleets with ever more of it would have no bound)."""
+    serve, in the states planned): the prices scaled down (any prices >= 0 give a valid bound) until no
+    instance that may open is worth more than it costs (a box that holds fleets with ever more of it would
+    have no bound)."""
     F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
     worth, node_worth = leaf.prices.worth(F, tiers)
     price = np.repeat(np.nan_to_num(F.price)[:, None] * st.hours_per_month, 2, axis=1)
@@ -1305,7 +1306,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             nodes[node_t] = np.round(values[m]).astype(np.int64)
             return classes, g_all, t_all, c_all, instances, share, nodes
 
-        return prog, offset, start if usable else None, z, fk, fcode, plan
+        return prog, offset, start if usable else None, z, fk, fcode, o_free, plan
 
     def held(free: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rest = np.ones(K, bool)
@@ -1319,7 +1320,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         # where the classes held leave no room, all are fitted, where they are few enough
         for fitted in [FIT_CONTEXTS] + ([len(ranked)] if FIT_CONTEXTS < len(ranked) <= FIT_ALL_UP_TO else []):
             free = np.sort(ranked[:fitted])
-            prog, offset, _, z, fk, fcode, _ = program(held(free), free, planned, planned)
+            prog, offset, _, z, fk, fcode, o_fit, _ = program(held(free), free, planned, planned)
             progress(f"fitting {len(free):,} classes to the planned fleet by an LP ({len(z):,} options)")
             status, values, duals, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
             if values is not None:
@@ -1330,7 +1331,6 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             # 5,000 bench contexts left one g6e.4xlarge no room, and the MIP bought a second)
             whole = np.abs(values[z] - np.round(values[z])) <= 1e-6
             split = np.unique(fk[~whole])
-            o_fit = options(fk, fcode)
             r_fit, amount_fit = _uses(inputs, o_fit)
             cap_rows = len(free) + 1 + np.arange(G * 6)
             full = (np.abs(duals[cap_rows]) > 1e-9).reshape(G, 6)
@@ -1358,7 +1358,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             if values is not None:
                 return status, (*plan(values), float(objective))
     free = np.sort(ranked[:FREE_CONTEXTS])
-    prog, offset, start, z, _, _, plan = program(held(free), free, np.zeros(G), max_instances)
+    prog, offset, start, z, *_, plan = program(held(free), free, np.zeros(G), max_instances)
     progress(f"final MIP: {len(free):,} classes free, {len(z):,} options, the other {K - len(free):,} fixed")
     status, values, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit, start=start,
                                                  max_nodes=PLACE_NODES)
@@ -1588,14 +1588,15 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         progress(f"the fleet's LP on the buckets' own contexts: ${solution.estimate:,.2f} ({elapsed():.1f} s)")
         hbm, pools = pools_of(fleet, solution.pools)
         s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
-                 designated=lp.designated(solution.shares, of_class, demand.count), also=((relaxed.prices, None), *checked))
+                 designated=lp.designated(solution.shares, of_class, demand.count),
+                 also=((relaxed.prices, None), *checked))
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers if covers is None else covers
         worth = solution.prices.worth(F, tiers)
         cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
-        tree_cuts += [Cut(value, *prices.worth(F, tiers), None if pools is None else pools.ravel())
-                      for value, (prices, pools) in zip(s.also[1:], checked)]
+        tree_cuts += [Cut(value, *prices.worth(F, tiers), None if opens is None else opens.ravel())
+                      for value, (prices, opens) in zip(s.also[1:], checked)]
         checked = []
         if provisioned and fleet.any():
             cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
