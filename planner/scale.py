@@ -73,6 +73,7 @@ MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
 MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), at most
 KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
 ALONE = 3               # fleets of one pool alone scored by the LP (the cheapest by a screen)
+MORE_ALONE_GAP = 0.05   # as many more of them where the best fleet by the LP is this far above the bound
 COMPLEMENTS = 3         # fleets of one that falls short, plus an instance of a smaller pool
 PLANNED_FLEETS = 3      # fleets planned in full (the best by the LP, while they may beat the plan), where at most
 PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
@@ -1540,6 +1541,12 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                 cuts += new
                 break
             cuts += new
+    if provisioned and fleets and bound < min(item[0] for item in fleets.values()) * (1 - MORE_ALONE_GAP):
+        # Far from the bound: more fleets of a single pool (20,000 bench contexts: the best by the LP was
+        # one p5.4xlarge, $5,022.40; the 5th single pool, a g6e.8xlarge, with a g6e.xlarge beside it
+        # plans at $4,708.44)
+        for fleet in screened[ALONE:2 * ALONE]:
+            consider(fleet, relaxed.prices)
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
     # Boxes of fleets for a bound that knows instances come whole, where the cuts got no further than the LP
