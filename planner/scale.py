@@ -1441,6 +1441,9 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     fleets: dict[bytes, tuple[float, LPSolution, np.ndarray]] = {}
     screened: list[np.ndarray] = []
 
+    def fleet_cost(fleet: np.ndarray) -> float:
+        return float(np.dot(np.nan_to_num(F.price), fleet.sum(axis=1))) * st.hours_per_month
+
     def consider(fleet: np.ndarray, prices: Prices) -> None:
         if fleet.tobytes() not in fleets:
             solution = lp.solve(fleet, prices)
@@ -1541,11 +1544,13 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                 cuts += new
                 break
             cuts += new
-    if provisioned and fleets and bound < min(item[0] for item in fleets.values()) * (1 - MORE_ALONE_GAP):
-        # Far from the bound: more fleets of a single pool (20,000 bench contexts: the best by the LP was
-        # one p5.4xlarge, $5,022.40; the 5th single pool, a g6e.8xlarge, with a g6e.xlarge beside it
-        # plans at $4,708.44)
-        for fleet in screened[ALONE:2 * ALONE]:
+    best_estimate = min((item[0] for item in fleets.values()), default=np.inf)
+    if provisioned and bound < best_estimate * (1 - MORE_ALONE_GAP):
+        # Far from the bound: more fleets of a single pool, of those whose instances cost less than the best
+        # fleet (20,000 bench contexts: the best by the LP was one p5.4xlarge, $5,022.40; the 5th single pool,
+        # a g6e.8xlarge, with a g6e.xlarge beside it plans at $4,708.44)
+        cheaper = [fleet for fleet in screened[ALONE:] if fleet_cost(fleet) < best_estimate]
+        for fleet in cheaper[:ALONE]:
             consider(fleet, relaxed.prices)
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
