@@ -1545,8 +1545,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                 break
             cuts += new
     best_estimate = min((item[0] for item in fleets.values()), default=np.inf)
-    if provisioned and bound < best_estimate * (1 - MORE_ALONE_GAP):
-        # Far from the bound: more fleets of a single pool, of those whose instances cost less than the best
+    if provisioned and np.isfinite(bound) and bound < best_estimate * (1 - MORE_ALONE_GAP):
+        # Far from the bound (where the cuts ran): more fleets of a single pool, of those whose instances cost less than the best
         # fleet (20,000 bench contexts: the best by the LP was one p5.4xlarge, $5,022.40; the 5th single pool,
         # a g6e.8xlarge, with a g6e.xlarge beside it plans at $4,708.44)
         cheaper = [fleet for fleet in screened[ALONE:] if fleet_cost(fleet) < best_estimate]
