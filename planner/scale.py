@@ -11,7 +11,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    pool p = (g, c), π_t per GB of a node-priced tier.
 2. Fleets. Candidate integer fleets come from rounding the LP, from Kelley's cutting planes on a master over
    the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
-   alone. Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
+   alone (more of them, cheaper than the best fleet, where the best fleet is far above step 3's bound after
+   its cuts at the master's fleets). Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
    counted as bought whole); the best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while
    it may beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or
    whole contexts do not fit it once planned) adds candidates: itself plus one instance of a smaller pool.
