@@ -67,7 +67,8 @@ MAX_BUCKETS = 1000      # buckets of the pricing LP
 FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
 FIT_ALL_UP_TO = 60000   # where those held leave no room, all are fitted, up to this many (50,000 bench contexts:
                         # $5,647.93 on one p5.4xlarge, where the held left none and the plan bought another)
-FREE_CONTEXTS = 4000    # contexts the final MIP may move where the planned fleet does not fit them
+FREE_CONTEXTS = 1000    # contexts the final MIP may move where the planned fleet does not fit them
+FREE_RETRY = 8000       # and once more, where whole contexts did not fit the planned fleet
 LARGEST_CONTEXTS = 200  # and the largest on the rows the LP fills, besides
 CANDIDATES = 6          # options per free context in the final MIP, at least
 MIP_COLUMNS = 60000     # options of free contexts in the final MIP, at most
@@ -1355,21 +1356,31 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             size = np.zeros(K)
             np.maximum.at(size, fk, np.where(values[z] > 1e-9, np.nan_to_num(on_full), 0.0))
             largest = np.lexsort((np.arange(K), -size))[:LARGEST_CONTEXTS]
-            moved = np.union1d(np.union1d(split, ranked[:FREE_CONTEXTS]), largest[size[largest] > 0])
-            keep = ~np.isin(fk, moved) & (np.round(values[z]) > 0)
-            fixed = tuple(np.concatenate([a, b]) for a, b in zip(held(free), (fk[keep], fcode[keep],
-                                                                              np.round(values[z][keep]))))
+            largest = largest[size[largest] > 0]
+            shares = np.lexsort((-values[z], fk))
+            shares = shares[np.r_[True, fk[shares][1:] != fk[shares][:-1]][:len(shares)]]  # each class's largest
             first = chosen.copy()
-            largest = np.lexsort((-values[z], fk))
-            largest = largest[np.r_[True, fk[largest][1:] != fk[largest][:-1]][:len(largest)]]  # largest shares
-            first[fk[largest]] = fcode[largest]
-            prog, offset, start, *_, plan = program(fixed, moved, np.zeros(G), max_instances, first)
-            progress(f"final MIP: {len(moved):,} classes free ({len(split):,} split by the LP), the other "
-                     f"{K - len(moved):,} fixed")
-            status, values, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit, start=start,
+            first[fk[shares]] = fcode[shares]
+            best = None
+            # where whole contexts do not fit the planned fleet as moved, once more with more of them moved (the
+            # fleet it buys then is worth its price: at 50,000 bench contexts, 4,162 moved bought a second
+            # p5.4xlarge, $10,639.73, unless HiGHS's first heuristic happened on the plan with one, $5,647.92)
+            for n_free in (FREE_CONTEXTS, FREE_RETRY):
+                moved = np.union1d(np.union1d(split, ranked[:n_free]), largest)
+                keep = ~np.isin(fk, moved) & (np.round(values[z]) > 0)
+                fixed = tuple(np.concatenate([a, b]) for a, b in zip(held(free), (fk[keep], fcode[keep],
+                                                                                  np.round(values[z][keep]))))
+                prog, offset, start, *_, plan = program(fixed, moved, np.zeros(G), max_instances, first)
+                progress(f"final MIP: {len(moved):,} classes free ({len(split):,} split by the LP), the other "
+                         f"{K - len(moved):,} fixed")
+                status_, x, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit, start=start,
                                                          max_nodes=PLACE_NODES)
-            if values is not None:
-                return status, (*plan(values), float(objective))
+                if x is not None and (best is None or objective < best[1][-1]):
+                    best = (status_, (*plan(x), float(objective)))
+                if best is None or (best[1][4] <= planned).all() or len(moved) >= len(ranked):
+                    break
+            if best is not None:
+                return best
     free = np.sort(ranked[:FREE_CONTEXTS])
     prog, offset, start, z, *_, plan = program(held(free), free, np.zeros(G), max_instances)
     progress(f"final MIP: {len(free):,} classes free, {len(z):,} options, the other {K - len(free):,} fixed")

@@ -183,6 +183,26 @@ def test_the_largest_contexts_on_full_rows_are_moved_so_whole_contexts_fit(tmp_p
     assert plan["solver"]["gap"] <= 1e-4
 
 
+def test_where_whole_contexts_do_not_fit_the_final_mip_moves_more(tmp_path, monkeypatch):
+    """The same 5,000 contexts with only the contexts the LP splits moved (none of the largest, none nearest a
+    tie): the final MIP cannot fit them on one g6e.4xlarge and buys more (the plan was a g6e.8xlarge,
+    $3,305.85); once more with FREE_RETRY contexts moved (here all), they fit one g6e.4xlarge at the bound."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from generate import write
+    from planner.catalog import load_catalog, load_models
+
+    monkeypatch.setattr(scale, "LARGEST_CONTEXTS", 0)
+    monkeypatch.setattr(scale, "FREE_CONTEXTS", 0)
+    model = prepare(load_workload(write(5000, tmp_path / "bench", seed=1)), load_catalog("aws", load_models()))
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    messages = []
+    result = scale.solve(inputs, model.demand, model.background, progress=messages.append)
+    mips = [m for m in messages if m.startswith("final MIP")]
+    assert mips[0].startswith("final MIP: 3 classes free") and mips[1].startswith("final MIP: 5,000 classes free")
+    assert [(model.fleet.names[g], n) for g, n in enumerate(result.instances) if n] == [("g6e.4xlarge", 1)]
+    assert result.objective <= result.bound * (1 + 1e-4)
+
+
 def test_baselines_where_the_lp_places_nothing():
     """The paper's example (per use, one context class per reuse count) on the aws catalog, with baselines: a
     baseline's LP can place nothing on any pool (it crashed with an IndexError); plan and baselines equal the
