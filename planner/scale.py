@@ -12,10 +12,11 @@ building and branching it takes minutes. This engine plans the same program (MOD
 2. Fleets. Candidate integer fleets come from rounding the LP, from Kelley's cutting planes on a master over
    the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
    alone (more of them, cheaper than the best fleet, where the best fleet is far above step 3's bound after
-   its cuts at the master's fleets). Each is scored by the bucket LP with that fleet (extra instances allowed at twice the price, then
-   counted as bought whole); the best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while
-   it may beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or
-   whole contexts do not fit it once planned) adds candidates: itself plus one instance of a smaller pool.
+   its cuts at the master's fleets). Each is scored by the bucket LP with that fleet (extra instances allowed
+   at twice the price, then counted as bought whole; a fleet certainly over HOPELESS times the best is not
+   solved to the end); the best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while it may
+   beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or whole
+   contexts do not fit it once planned) adds candidates: itself plus one instance of a smaller pool.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
    (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
@@ -35,7 +36,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    choice, those on rows the choices overload, those closest to a tie) are then fitted to the fleet by an LP
    over each one's best few options at the prices; its basic solution splits few contexts, and a MIP over
    those, the closest to a tie and the largest on the rows the LP fills decides them with the integer fleet,
-   from the LP's choices (so it always has a plan). Where the fleet does not fit them, that MIP starts from
+   from the LP's choices (so it always has a plan); where whole contexts do not fit the fleet that way, once
+   more with more of them moved. Where the fleet does not fit them, that MIP starts from
    the bucket's choices. The cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
@@ -1570,9 +1572,9 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             cuts += new
     best_estimate = min((item[0] for item in fleets.values()), default=np.inf)
     if provisioned and np.isfinite(bound) and bound < best_estimate * (1 - MORE_ALONE_GAP):
-        # Far from the bound (where the cuts ran): more fleets of a single pool, of those whose instances cost less than the best
-        # fleet (20,000 bench contexts: the best by the LP was one p5.4xlarge, $5,022.40; the 5th single pool,
-        # a g6e.8xlarge, with a g6e.xlarge beside it plans at $4,708.44)
+        # Far from the bound (where the cuts ran): more fleets of a single pool, of those whose instances cost
+        # less than the best fleet (20,000 bench contexts: the best by the LP was one p5.4xlarge, $5,022.40; the
+        # 5th single pool, a g6e.8xlarge, with a g6e.xlarge beside it plans at $4,708.44)
         cheaper = [fleet for fleet in screened[ALONE:] if fleet_cost(fleet) < best_estimate]
         for fleet in cheaper[:ALONE]:
             consider(fleet, relaxed.prices)
