@@ -13,9 +13,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    the integer fleet (cuts from the bucket LP at each fleet tried), and from single pools that serve everything
    alone (more of them, cheaper than the best fleet, where the best fleet is far above step 3's bound after
    its cuts at the master's fleets). Each is scored by the bucket LP with that fleet (extra instances allowed
-   at twice the price, then counted as bought whole; a fleet certainly over HOPELESS times the best is not
-   solved to the end); the best is planned, and (up to PLANNED_FLEETS_UP_TO classes) the next best while it may
-   beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or whole
+   at twice the price, then counted as bought whole); the best is planned, and (up to PLANNED_FLEETS_UP_TO
+   classes) the next best while it may beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or whole
    contexts do not fit it once planned) adds candidates: itself plus one instance of a smaller pool.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
@@ -78,7 +77,6 @@ MAX_ROUNDS = 10         # rounds of each search (over buckets; over contexts), a
 KELLEY_WORK = 500_000   # classes times rounds, at most: fewer rounds for more classes, none from 500,000
 ALONE = 3               # fleets of one pool alone scored by the LP (the cheapest by a screen)
 MORE_ALONE_GAP = 0.05   # as many more of them where the best fleet by the LP is this far above the bound
-HOPELESS = 1.5          # a fleet's LP stops once certainly over this many times the best fleet's
 COMPLEMENTS = 3         # fleets of one that falls short, plus an instance of a smaller pool
 PLANNED_FLEETS = 3      # fleets planned in full (the best by the LP, while they may beat the plan), where at most
 PLANNED_FLEETS_UP_TO = 200_000  # this many classes (each is a pass over every context and a final MIP)
@@ -673,21 +671,17 @@ class BucketLP:
         out = np.where(self.b[used][pick] == of_class, code[pick], -1)
         return out
 
-    def solve(self, fleet: np.ndarray | None, initial: Prices, rounds: int = 60,
-              hopeless: float = np.inf) -> LPSolution:
+    def solve(self, fleet: np.ndarray | None, initial: Prices, rounds: int = 60) -> LPSolution:
         """Prices (the LP's row duals), instances per pool (G, 2), and the LP's optimum. With `fleet` (G, 2)
         the pools have those instances, and more at twice the price: on the open pools alone where that serves
-        every bucket, else on every pool. Column generation stops early once the LP's optimum is certainly
-        above `hopeless` (its prices are still prices; its objective, above the optimum, is the estimate)."""
+        every bucket, else on every pool."""
         G2 = len(self.inputs.fleet.names) * 2
         if fleet is None:
             return self._solve(np.zeros(G2), np.full(G2, np.inf), np.zeros(G2, bool), initial, rounds)
-        result = self._solve(fleet.ravel(), fleet.ravel(), fleet.ravel() > 0, initial, rounds, fleet=fleet,
-                             hopeless=hopeless)
+        result = self._solve(fleet.ravel(), fleet.ravel(), fleet.ravel() > 0, initial, rounds, fleet=fleet)
         if result is not None:
             return result
-        return self._solve(fleet.ravel(), fleet.ravel(), np.ones(G2, bool), initial, rounds, fleet=fleet,
-                           hopeless=hopeless)
+        return self._solve(fleet.ravel(), fleet.ravel(), np.ones(G2, bool), initial, rounds, fleet=fleet)
 
     def box(self, lower: np.ndarray, upper: np.ndarray, initial: Prices, rounds: int = 60) -> LPSolution | None:
         """The LP relaxation with each offering's instances (both HBM states together) between `lower` and
@@ -696,8 +690,7 @@ class BucketLP:
         return self._solve(np.zeros(G2), np.repeat(np.where(upper > 0, np.inf, 0.0), 2), np.zeros(G2, bool),
                            initial, rounds, instances=(lower, upper))
 
-    def _solve(self, own_lower, own_upper, extra_open, initial, rounds, fleet=None, instances=None,
-               hopeless=np.inf):
+    def _solve(self, own_lower, own_upper, extra_open, initial, rounds, fleet=None, instances=None):
         if self.highs is None:
             self._start(initial)
         F = self.inputs.fleet
@@ -730,11 +723,6 @@ class BucketLP:
             entering = ~self.active & (rc < -1e-9 * max(abs(objective), 1.0) / max(B, 1))
             if not entering.any() or round_ == rounds - 1:  # a last round's duals are still valid prices
                 break
-            if np.isfinite(hopeless):  # each bucket's row is 1: the LP's optimum is at least this
-                least = np.zeros(B)
-                np.minimum.at(least, self.b, rc)
-                if objective + least.sum() > hopeless:
-                    break
             idx = np.flatnonzero(entering)
             idx = idx[np.lexsort((rc[idx], self.b[idx]))]
             rank = np.arange(len(idx)) - np.searchsorted(self.b[idx], self.b[idx])
@@ -1470,9 +1458,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         return float(np.dot(np.nan_to_num(F.price), fleet.sum(axis=1))) * st.hours_per_month
 
     def consider(fleet: np.ndarray, prices: Prices) -> None:
-        if fleet.tobytes() not in fleets:  # (a fleet whose LP is certainly over HOPELESS times the best, is)
-            best = min((item[0] for item in fleets.values()), default=np.inf)
-            solution = lp.solve(fleet, prices, hopeless=HOPELESS * best)
+        if fleet.tobytes() not in fleets:
+            solution = lp.solve(fleet, prices)
             if solution is not None:
                 fleets[fleet.tobytes()] = (solution.estimate, solution, fleet)
 
