@@ -14,8 +14,9 @@ building and branching it takes minutes. This engine plans the same program (MOD
    alone (more of them, cheaper than the best fleet, where the best fleet is far above step 3's bound after
    its cuts at the master's fleets). Each is scored by the bucket LP with that fleet (extra instances allowed
    at twice the price, then counted as bought whole); the best is planned, and (up to PLANNED_FLEETS_UP_TO
-   classes) the next best while it may beat the plans in hand. A fleet that falls short (its LP needs less than one instance more, or whole
-   contexts do not fit it once planned) adds candidates: itself plus one instance of a smaller pool.
+   classes) the next best while it may beat the plans in hand. A fleet that falls short (its LP needs less
+   than one instance more, or whole contexts do not fit it once planned) adds candidates: itself plus one
+   instance of a smaller pool.
 3. Bound. For any prices π >= 0 and any fleet n, placing the contexts costs at least
        L(π) − Σ_pr π_pr · cap_pr · n_p,   L(π) = Σ_i min_o (c_io + π · u_io) + min_j (background option j)
    (Lagrangian relaxation of the capacity rows). A master MIP over integer n with these cuts, θ >= 0, and
@@ -36,8 +37,8 @@ building and branching it takes minutes. This engine plans the same program (MOD
    over each one's best few options at the prices; its basic solution splits few contexts, and a MIP over
    those, the closest to a tie and the largest on the rows the LP fills decides them with the integer fleet,
    from the LP's choices (so it always has a plan); where whole contexts do not fit the fleet that way, once
-   more with more of them moved. Where the fleet does not fit them, that MIP starts from
-   the bucket's choices. The cheapest plan wins.
+   more with more of them moved. Where the fleet does not fit them, that MIP starts from the bucket's choices.
+   The cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
 Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
@@ -68,7 +69,7 @@ MAX_BUCKETS = 1000      # buckets of the pricing LP
 FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
 FIT_ALL_UP_TO = 60000   # where those held leave no room, all are fitted, up to this many (50,000 bench contexts:
                         # $5,647.93 on one p5.4xlarge, where the held left none and the plan bought another)
-FREE_CONTEXTS = 1000    # contexts the final MIP may move where the planned fleet does not fit them
+FREE_CONTEXTS = 1000    # contexts nearest a tie the final MIP moves (and where the planned fleet does not fit)
 FREE_RETRY = 8000       # and once more, where whole contexts did not fit the planned fleet
 LARGEST_CONTEXTS = 200  # and the largest on the rows the LP fills, besides
 CANDIDATES = 6          # options per free context in the final MIP, at least
@@ -1363,8 +1364,8 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
                 prog, offset, start, *_, plan = program(fixed, moved, np.zeros(G), max_instances, first)
                 progress(f"final MIP: {len(moved):,} classes free ({len(split):,} split by the LP), the other "
                          f"{K - len(moved):,} fixed")
-                status_, x, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit, start=start,
-                                                         max_nodes=PLACE_NODES)
+                status_, x, _, objective, _ = prog.solve(offset=offset, gap=gap, time_limit=limit,
+                                                         start=start, max_nodes=PLACE_NODES)
                 if x is not None and (best is None or objective < best[1][-1]):
                     best = (status_, (*plan(x), float(objective)))
                 if best is None or (best[1][4] <= planned).all() or len(moved) >= len(ranked):
