@@ -34,11 +34,12 @@ building and branching it takes minutes. This engine plans the same program (MOD
    contexts (each held to the share of its bucket that may take it), so its loads are exact; each context
    takes its bucket's choice (split buckets split by count). The least decided contexts (those without a
    choice, those on rows the choices overload, those closest to a tie) are then fitted to the fleet by an LP
-   over each one's best few options at the prices; its basic solution splits few contexts, and a MIP over
-   those, the closest to a tie and the largest on the rows the LP fills decides them with the integer fleet,
-   from the LP's choices (so it always has a plan); where whole contexts do not fit the fleet that way, once
-   more with more of them moved. Where the fleet does not fit them, that MIP starts from the bucket's choices.
-   The cheapest plan wins.
+   over each one's best few options at the prices. While that LP's own duals show the contexts held costing well
+   over their cheapest options, those furthest off move in another LP. Its basic solution splits few contexts, and
+   a MIP over those, the closest to a tie and the largest on the rows the LP fills decides them with the integer
+   fleet, from the LP's choices (so it always has a plan); where whole contexts do not fit the fleet that way, once
+   more with more of them moved. Where the fleet does not fit them, that MIP starts from the bucket's choices. The
+   cheapest plan wins.
 5. The plan is priced by costmodel.evaluate like every other plan; its gap is measured against step 3's bound.
 
 Per-context costs are computed factored (per class: one offering's GPU time and delays per tier from a few
@@ -89,6 +90,8 @@ TREE_CHECKS = 12        # leaves checked by the pass over every context (the low
 TREE_WORK = 1_000_000   # classes times leaves checked, at most (and no search where two cannot be)
 TREE_GAP = 0.01         # the search runs where the cuts' bound is within this of the LP relaxation, and
                         # the relaxation spends at least this share on instances dearer than the gap
+REPRICE_ROUNDS = 6      # LPs at the planned fleet re-priced by the last one's duals, at most: while the classes off
+REPRICE_GAIN = 0.001    # their cheapest options cost this share more, and the last LP gained as much
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -394,10 +397,11 @@ def _log_bins(values: np.ndarray, width: float) -> np.ndarray:
     return np.floor(np.log1p(np.maximum(values, 0.0)) / np.log1p(width)).astype(np.int64)
 
 
-def buckets(demand: Demand, limit: int = MAX_BUCKETS) -> tuple[Demand, np.ndarray]:
-    """At most `limit` buckets of similar classes (coarser bins until they fit), each represented by its
-    count-weighted means (tokens rounded; the tightest SLOs in it); and each class's bucket."""
+def buckets(demand: Demand, limit: int | None = None) -> tuple[Demand, np.ndarray]:
+    """At most `limit` (MAX_BUCKETS) buckets of similar classes (coarser bins until they fit), each represented
+    by its count-weighted means (tokens rounded; the tightest SLOs in it); and each class's bucket."""
     K = len(demand.count)
+    limit = MAX_BUCKETS if limit is None else limit
     slo_codes = []
     for slo in (demand.ttft_slo_s, demand.tpot_slo_s):
         values, code = np.unique(slo, return_inverse=True)
@@ -823,9 +827,9 @@ class BucketLP:
 
 
 def bucket_lp(inputs: Inputs, demand: Demand, background: Demand, states: tuple[int, ...],
-              allowed: np.ndarray | None, limit: int = MAX_BUCKETS) -> tuple[BucketLP, np.ndarray, Prices]:
-    """The LP over at most `limit` buckets of `demand`, each class's bucket, and first prices for its column
-    generation (each GPU-second at its instance's price)."""
+              allowed: np.ndarray | None, limit: int | None = None) -> tuple[BucketLP, np.ndarray, Prices]:
+    """The LP over at most `limit` (MAX_BUCKETS) buckets of `demand`, each class's bucket, and first prices for its
+    column generation (each GPU-second at its instance's price)."""
     F, st = inputs.fleet, inputs.settings
     rep, of_class = buckets(demand, limit)
     bucket_allowed = None
@@ -893,21 +897,14 @@ def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, sta
             best[better], best_id[better] = low[better], code + first[better]
             if not pools[g, c]:
                 continue
-            # the pool's cheapest option of each group of tiers (e.g. recompute, host memory, object storage)
-            pick = np.column_stack([group[rc[:, group].argmin(axis=1)] for group in groups])
+            pick = _group_best(rc, groups)
             if designated is not None:
                 mine = np.flatnonzero(designated // len(groups) == g * 2 + c)
                 chosen = pick[mine, designated[mine] % len(groups)]
                 ok = np.isfinite(rc[mine, chosen])
                 designated_id[mine[ok]] = code + chosen[ok]
-            merged_rc = np.column_stack([cand_rc, np.take_along_axis(rc, pick, axis=1)])
-            merged_id = np.column_stack([cand_id, code + pick])
-            top = np.argpartition(merged_rc, keep - 1, axis=1)[:, :keep]
-            cand_rc = np.take_along_axis(merged_rc, top, axis=1)
-            cand_id = np.take_along_axis(merged_id, top, axis=1)
-    order = np.lexsort((cand_id, cand_rc), axis=1)
-    cand_rc, cand_id = np.take_along_axis(cand_rc, order, axis=1), np.take_along_axis(cand_id, order, axis=1)
-    cand_id[~np.isfinite(cand_rc)] = -1
+            cand_rc, cand_id = _merge(cand_rc, cand_id, rc, pick, code)
+    cand_rc, cand_id = _ascending(cand_rc, cand_id)
     best_id[~np.isfinite(best)] = -1
 
     value = float(np.dot(demand.count, best))
@@ -941,6 +938,52 @@ def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, sta
     beside.shutdown()
     return Scan(value, open_value, best_id, cand_rc, cand_id, designated_id, open_pools, also_values, bg_ids,
                 covers)
+
+
+def _group_best(rc: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Per class, a pool's cheapest tier of each group of tiers (e.g. recompute, host memory, object storage):
+    within a group on one pool only the cheapest is worth having."""
+    return np.column_stack([group[rc[:, group].argmin(axis=1)] for group in groups])
+
+
+def _merge(cand_rc: np.ndarray, cand_id: np.ndarray, rc: np.ndarray, pick: np.ndarray,
+           code: int) -> tuple[np.ndarray, np.ndarray]:
+    """The candidates (K, keep) merged with a pool's picks (its reduced costs `rc`, option codes code + tier):
+    the `keep` cheapest of both, unordered."""
+    keep = cand_rc.shape[1]
+    merged_rc = np.column_stack([cand_rc, np.take_along_axis(rc, pick, axis=1)])
+    merged_id = np.column_stack([cand_id, code + pick])
+    top = np.argpartition(merged_rc, keep - 1, axis=1)[:, :keep]
+    return np.take_along_axis(merged_rc, top, axis=1), np.take_along_axis(merged_id, top, axis=1)
+
+
+def _ascending(cand_rc: np.ndarray, cand_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates cheapest first (ties by code), -1 where none."""
+    order = np.lexsort((cand_id, cand_rc), axis=1)
+    cand_rc, cand_id = np.take_along_axis(cand_rc, order, axis=1), np.take_along_axis(cand_id, order, axis=1)
+    cand_id[~np.isfinite(cand_rc)] = -1
+    return cand_rc, cand_id
+
+
+def _repriced(fac: Factored, ons: dict, hbm_state: np.ndarray, prices: Prices, chosen: np.ndarray, T: int,
+              keep: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At `prices`, over the planned offerings (`ons`: offering -> its options, each in its HBM state): each
+    class's excess over its cheapest option where it is on `chosen` (per context; inf off those pools), and
+    its `keep` cheapest options (reduced costs, codes; ascending)."""
+    K = len(chosen)
+    g_k, _, t_k = decode(chosen, T)
+    current = np.full(K, np.inf)
+    groups = _tier_groups(fac.inputs)
+    cand_rc, cand_id = np.full((K, keep), np.inf), np.full((K, keep), -1, np.int64)
+    for g, on in ons.items():
+        c = int(hbm_state[g])
+        rc = reduced_costs(fac, on, c, prices, fac.direct + fac.node_gb * prices.node, allowed)
+        mine = np.flatnonzero(g_k == g)
+        current[mine] = rc[mine, t_k[mine]]
+        cand_rc, cand_id = _merge(cand_rc, cand_id, rc, _group_best(rc, groups), (g * 2 + c) * T)
+    cand_rc, cand_id = _ascending(cand_rc, cand_id)
+    with np.errstate(invalid="ignore"):
+        return current - cand_rc[:, 0], cand_rc, cand_id
 
 
 def lagrangians(inputs: Inputs, demand: Demand, background: Demand,
@@ -1155,14 +1198,15 @@ def _uses(inputs: Inputs, o: Options) -> tuple[np.ndarray, np.ndarray]:
 
 def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state: np.ndarray,
           planned: np.ndarray, gap: float, time_limit: float | None,
-          progress: Callable[[str], None] = lambda message: None):
-    """Decide each class's option and the integer fleet, from `planned` instances per offering. Each class starts
-    on its bucket's choice in the LP (else its cheapest option at the prices). First, at the planned fleet, the
-    LP over the FIT_CONTEXTS classes least decided (the rest fixed): a basic solution splits few classes (at most
-    one per capacity row), and a MIP decides those, the FREE_CONTEXTS least decided and the LARGEST_CONTEXTS
-    largest on the rows the LP fills. Where the planned fleet does not fit them, a MIP over
-    the FREE_CONTEXTS least decided decides them and the fleet. Returns (status, assignment rows (class, g, t,
-    count), n, background share, nodes, objective)."""
+          progress: Callable[[str], None] = lambda message: None, allowed: np.ndarray | None = None):
+    """Decide each class's option and the integer fleet, from `planned` instances per offering. Each class starts on
+    its bucket's choice in the LP (else its cheapest option at the prices). First, at the planned fleet, the LP
+    over the FIT_CONTEXTS classes least decided (the rest fixed), re-priced by its duals while they show the held
+    classes far off their cheapest options (`allowed`: the options allowed, as in `scan`): a basic solution splits
+    few classes (at most one per capacity row), and a MIP decides those, the FREE_CONTEXTS least decided and the
+    LARGEST_CONTEXTS largest on the rows the LP fills. Where the planned fleet does not fit them, a MIP over the
+    FREE_CONTEXTS least decided decides them and the fleet. Returns (status, assignment rows (class, g, t, count),
+    n, background share, nodes, objective)."""
     from .costmodel import evaluate
 
     F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
@@ -1186,6 +1230,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         np.add.at(out, (o.g[on], r[on]), n[on] * amount[on])
         return out
 
+    cand_id = s.cand_id.copy()
     # Each class takes its bucket's choice in the LP (which respects capacities), else its cheapest option.
     chosen = np.where(s.designated >= 0, s.designated, s.cand_id[:, 0])
     o_all = options(np.arange(K), chosen)
@@ -1219,7 +1264,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         fixed_use = load(o_fixed, fixed_n)
         fixed_node = np.bincount(o_fixed.t, fixed_n * o_fixed.stored_gb * node[o_fixed.t], T)
         offset = float(np.dot(fixed_n, o_fixed.direct_usd))
-        candidates = np.column_stack([s.cand_id[free], np.where(np.any(s.cand_id[free] == first[free, None],
+        candidates = np.column_stack([cand_id[free], np.where(np.any(cand_id[free] == first[free, None],
                                                                         axis=1), -1, first[free])])
         fk = np.repeat(free, candidates.shape[1])
         fcode = candidates.ravel()
@@ -1327,9 +1372,50 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             free = np.sort(ranked[:fitted])
             prog, offset, _, z, fk, fcode, o_fit, _ = program(held(free), free, planned, planned)
             progress(f"fitting {len(free):,} classes to the planned fleet by an LP ({len(z):,} options)")
-            status, values, duals, _, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
+            status, values, duals, fit_objective, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
             if values is not None:
                 break
+        # Re-pricing: the LP's duals price the planned fleet's rows better than the buckets did (a bucket's
+        # classes all took its choice). At those prices a class held off its cheapest option costs the plan
+        # its excess (their sum bounds what the fleet's LP can still gain); while that is large, the classes
+        # furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,129.31 on two
+        # p5en.48xlarge, where the sum was $7,311).
+        fac, rounds, gained = None, 0, np.inf
+        while values is not None and rounds < REPRICE_ROUNDS:
+            if fac is None:
+                fac = Factored(inputs, demand)
+                ons = {g: fac.offering(g) for g in np.flatnonzero(planned > 0)}
+            nf = len(free)
+            pool = np.zeros((G, 2, 6))
+            pool[np.arange(G), hbm_state] = np.maximum(-duals[nf + 1:nf + 1 + G * 6].reshape(G, 6), 0.0)
+            prices = Prices(pool, np.maximum(-duals[nf + 1 + G * 7:], 0.0))
+            positive = np.round(values[z]) > 0
+            whole = np.abs(values[z] - np.round(values[z])) <= 1e-6
+            split = np.union1d(fk[~whole], fk[positive][np.r_[False, fk[positive][1:] == fk[positive][:-1]]])
+            took = whole & positive & ~np.isin(fk, split)
+            chosen[fk[took]] = fcode[took]
+            excess, rc_k, id_k = _repriced(fac, ons, hbm_state, prices, chosen, T, cand_id.shape[1], allowed)
+            excess = excess * count
+            excess[split] = np.inf
+            off = float(excess[np.isfinite(excess)].sum())
+            progress(f"the planned fleet's LP: ${fit_objective:,.2f}; at its prices ${off:,.2f} more than each "
+                     f"class's cheapest option")
+            if off <= REPRICE_GAIN * abs(fit_objective) or gained < REPRICE_GAIN * abs(fit_objective):
+                break
+            ok = id_k[:, 0] >= 0
+            cand_id[ok] = id_k[ok]
+            margin = np.where(ok, rc_k[:, 1] - rc_k[:, 0], np.inf)
+            ranked = np.lexsort((np.arange(K), margin))
+            ranked = ranked[np.isfinite(margin[ranked])]
+            last = (free, prog, offset, z, fk, fcode, o_fit, status, values, duals, fit_objective)
+            free = np.sort(np.lexsort((np.arange(K), -excess))[:FIT_CONTEXTS])
+            prog, offset, _, z, fk, fcode, o_fit, _ = program(held(free), free, planned, planned)
+            status, values, duals, fit_objective, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
+            if values is None:  # (not seen: the last LP's plan is one of this one's)
+                free, prog, offset, z, fk, fcode, o_fit, status, values, duals, fit_objective = last
+                break
+            gained = last[-1] - fit_objective
+            rounds += 1
         if values is not None:
             # the MIP moves the classes the LP splits, the least decided, and the largest on each row the LP
             # fills (whole contexts must fit where the LP packs fractions: held where the LP put them, 997 of
@@ -1359,8 +1445,8 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             for n_free in (FREE_CONTEXTS, FREE_RETRY):
                 moved = np.union1d(np.union1d(split, ranked[:n_free]), largest)
                 keep = ~np.isin(fk, moved) & (np.round(values[z]) > 0)
-                fixed = tuple(np.concatenate([a, b]) for a, b in zip(held(free), (fk[keep], fcode[keep],
-                                                                                  np.round(values[z][keep]))))
+                lp_held = (fk[keep], fcode[keep], np.round(values[z][keep]))
+                fixed = tuple(np.concatenate([a, b]) for a, b in zip(held(np.union1d(free, moved)), lp_held))
                 prog, offset, start, *_, plan = program(fixed, moved, np.zeros(G), max_instances, first)
                 progress(f"final MIP: {len(moved):,} classes free ({len(split):,} split by the LP), the other "
                          f"{K - len(moved):,} fixed")
@@ -1631,7 +1717,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
         planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
         status, placed = place(inputs, demand, background, s, hbm, planned.sum(axis=1), gap,
-                               max(time_limit - elapsed(), 1.0) if time_limit else None, progress)
+                               max(time_limit - elapsed(), 1.0) if time_limit else None, progress, allowed)
         if placed is not None:
             progress(f"plan ${placed[-1]:,.2f} ({elapsed():.1f} s)")
             if best is None or placed[-1] < best[1][-1]:

@@ -57,6 +57,51 @@ def test_factored_costs_equal_evaluate(seed, mode):
     assert checked > 0
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_repriced_excess_is_each_context_over_its_cheapest_option_on_the_planned_pools(seed):
+    """The re-pricing's arithmetic, against costmodel.evaluate option by option: at random prices, over the pools
+    of a fleet (each offering in one HBM state), each class's reduced cost on its current option less that of
+    its cheapest option (inf where its option is off those pools), and its cheapest options in order."""
+    rng = np.random.default_rng(40 + seed)
+    workload, catalog = random_instance(rng, 30, 3, 5, "provisioned")
+    model = prepare(workload, catalog)
+    inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
+    F, tiers = model.fleet, model.tiers
+    G, T, K = len(F.names), len(tiers.names), len(model.demand.count)
+    fac = scale.Factored(inputs, model.demand)
+    hbm = rng.integers(0, 2, G)
+    planned = [g for g in range(G) if F.serves[g]][:2]
+    ons = {g: fac.offering(g) for g in planned}
+    prices = scale.Prices(rng.uniform(0, 50, (G, 2, 6)),
+                          np.where(np.isfinite(tiers.node_gb), rng.uniform(0, 2, T), 0.0))
+    k, g, t = (a.ravel() for a in np.meshgrid(np.arange(K), planned, np.arange(T), indexing="ij"))
+    o = evaluate(model.card, F, tiers, model.demand, model.settings, k, g, t, hbm[g])
+    r = scale.tier_resource(tiers)[t]
+    amount = np.where((r == scale.NETWORK) | (r == scale.BLOCK), o.path_gbs, o.stored_gb)
+    pi = prices.pool[g, hbm[g]]
+    rc = (o.direct_usd + pi[:, scale.GPU] * o.gpu_load
+          + np.where(r >= 0, pi[np.arange(len(r)), np.maximum(r, 0)], 0.0) * amount
+          + prices.node[t] * o.stored_gb * np.isfinite(tiers.node_gb)[t])
+    rc = np.where(o.allowed, rc, np.inf).reshape(K, len(planned) * T)
+    code = ((g * 2 + hbm[g]) * T + t).reshape(K, -1)
+    cheapest = rc.min(axis=1)
+    current = rng.integers(0, rc.shape[1], K)
+    chosen = code[np.arange(K), current]
+    chosen[0] = ((G - 1) * 2 + 1 - hbm[G - 1]) * T  # off the planned pools
+    excess, cand_rc, cand_id = scale._repriced(fac, ons, hbm, prices, chosen, T, 3, None)
+    expected = rc[np.arange(K), current] - cheapest
+    expected[0] = np.inf
+    finite = np.isfinite(cheapest)
+    assert finite.sum() > 10 and np.isfinite(expected[finite]).sum() > 5
+    np.testing.assert_allclose(cand_rc[finite, 0], cheapest[finite], rtol=1e-9)
+    assert (cand_rc[:, :-1] <= cand_rc[:, 1:]).all()
+    first = np.argmax(code[finite] == cand_id[finite, :1], axis=1)  # the first candidate's column
+    np.testing.assert_allclose(rc[np.arange(K)[finite], first], cand_rc[finite, 0], rtol=1e-9)
+    ok = finite & np.isfinite(expected)
+    np.testing.assert_allclose(excess[ok], expected[ok], rtol=1e-9, atol=1e-9)
+    assert np.isinf(excess[0])
+
+
 def _plan(workload, catalog, method):
     return make_plan(workload, catalog, method=method, gap=1e-9, baselines=False)
 
