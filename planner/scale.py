@@ -27,9 +27,11 @@ building and branching it takes minutes. This engine plans the same program (MOD
    contexts), more cuts are added at the master's own fleets (Kelley's method).
    Where that leaves a gap, a branch-and-bound over each offering's instances (on a coarse LP over
    TREE_BUCKETS buckets) splits the fleets into boxes, removing the fractions of large instances the LP
-   relaxation spreads and no plan can buy; the lowest boxes' prices are checked exactly in the plan's pass
-   (L over the pools each box may open), and the bound is the least over the boxes of the master over the
-   fleets in each. Every fleet lies in one box, so it is still a bound.
+   relaxation spreads and no plan can buy; the lowest boxes' prices (the lowest's from the finer LP) are
+   checked exactly in the plan's pass (L over the pools each box may open), and the bound is the least over
+   the boxes of the master over the fleets in each. Every fleet lies in one box, so it is still a bound.
+   The masters hold only fleets that cost less than the plan in hand (no cheaper plan buys more), so a bound
+   over them, or the plan's own cost, bounds every plan.
 4. Plan. At each planned fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
    contexts (each held to the share of its bucket that may take it), so its loads are exact; each context
    takes its bucket's choice (split buckets split by count). The least decided contexts (those without a
@@ -88,7 +90,7 @@ TREE_BUCKETS = 150      # buckets of the LP that branches over fleets for the bo
 TREE_NODES = 40         # LPs of that branch-and-bound, at most
 TREE_CHECKS = 12        # leaves checked by the pass over every context (the lowest first), at most
 TREE_WORK = 1_000_000   # classes times leaves checked, at most (and no search where two cannot be)
-TREE_GAP = 0.01         # the search runs where the cuts' bound is within this of the LP relaxation, and
+TREE_GAP = 0.01         # the search runs where the cuts' bound is this far below the best fleet by the LP, and
                         # the relaxation spends at least this share on instances dearer than the gap
 REPRICE_ROUNDS = 6      # LPs at the planned fleet re-priced by the last one's duals, at most: while the classes off
 REPRICE_GAIN = 0.001    # their cheapest options cost this share more, and the last LP gained as much
@@ -974,13 +976,22 @@ def _repriced(fac: Factored, ons: dict, hbm_state: np.ndarray, prices: Prices, c
     g_k, _, t_k = decode(chosen, T)
     current = np.full(K, np.inf)
     groups = _tier_groups(fac.inputs)
-    cand_rc, cand_id = np.full((K, keep), np.inf), np.full((K, keep), -1, np.int64)
+    cand_rc, cand_id = [], []  # the planned pools are few: every pick, then the `keep` cheapest at once
     for g, on in ons.items():
         c = int(hbm_state[g])
         rc = reduced_costs(fac, on, c, prices, fac.direct + fac.node_gb * prices.node, allowed)
         mine = np.flatnonzero(g_k == g)
         current[mine] = rc[mine, t_k[mine]]
-        cand_rc, cand_id = _merge(cand_rc, cand_id, rc, _group_best(rc, groups), (g * 2 + c) * T)
+        pick = _group_best(rc, groups)
+        cand_rc.append(np.take_along_axis(rc, pick, axis=1))
+        cand_id.append((g * 2 + c) * T + pick)
+    cand_rc, cand_id = np.column_stack(cand_rc), np.column_stack(cand_id)
+    if cand_rc.shape[1] > keep:
+        top = np.argpartition(cand_rc, keep - 1, axis=1)[:, :keep]
+        cand_rc, cand_id = np.take_along_axis(cand_rc, top, axis=1), np.take_along_axis(cand_id, top, axis=1)
+    short = keep - cand_rc.shape[1]
+    cand_rc = np.pad(cand_rc, ((0, 0), (0, max(short, 0))), constant_values=np.inf)
+    cand_id = np.pad(cand_id, ((0, 0), (0, max(short, 0))), constant_values=-1)
     cand_rc, cand_id = _ascending(cand_rc, cand_id)
     with np.errstate(invalid="ignore"):
         return current - cand_rc[:, 0], cand_rc, cand_id
@@ -1028,13 +1039,15 @@ class Cut:
 
 
 def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[int, ...],
-           time_limit: float | None, box: tuple[np.ndarray, np.ndarray] | None = None
+           time_limit: float | None, box: tuple[np.ndarray, np.ndarray] | None = None, cap: float = np.inf
            ) -> tuple[float, np.ndarray, np.ndarray]:
     """min Σ price·H·n + Σ node price·H·m + θ over integer pools n (G, 2) and nodes m, with θ >= 0, the cuts,
     and Σ_{p in S} n_p >= 1 for every set S of pools that alone can serve some class (a class is served by an
     instance). Every plan satisfies all of these, so the minimum is a lower bound on every plan. Returns the
     bound and the (n, m) that attains it. With `box` (lower, upper per offering), over the fleets in it alone
-    (inf where none of them meets the covers)."""
+    (inf where none of them meets the covers). With `cap` (a plan's cost), over the fleets that cost less
+    (inf where none meets the rest): no plan that beats the one in hand buys more, so the least of `cap` and
+    this bound is a bound on every plan (and the cuts' prices need not keep every fleet's bound finite)."""
     F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
     G, T = len(F.names), len(tiers.names)
     serving = [(g, c) for g in np.flatnonzero(F.serves) for c in states] if st.mode == "provisioned" else []
@@ -1047,19 +1060,22 @@ def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[in
             covers.append(~cut.open)
     lifted = any(cut.open is not None for cut in finite) and len(serving) > 0
     n_cuts, n_covers, n_links = len(finite), len(covers), (2 * len(serving) if lifted else 0)
-    prog = _Program(n_cuts + G + n_covers + n_links)
+    prog = _Program(n_cuts + G + n_covers + n_links + 1)
+    prog.row_upper[-1] = cap
     prog.row_lower[:n_cuts] = [cut.value for cut in finite]
     prog.row_upper[n_cuts:n_cuts + G] = F.max_instances
     if box is not None:
         prog.row_lower[n_cuts:n_cuts + G] = box[0]
         prog.row_upper[n_cuts:n_cuts + G] = np.minimum(F.max_instances, box[1])
     prog.row_lower[n_cuts + G:n_cuts + G + n_covers] = 1.0
-    prog.row_upper[n_cuts + G + n_covers:] = 0.0
+    prog.row_upper[n_cuts + G + n_covers:-1] = 0.0
     theta = prog.columns([1.0], 0.0, np.inf)
     prog.coefficients(np.arange(n_cuts), theta, 1.0)
     upper = np.array([F.max_instances[g] for g, _ in serving])
     n = prog.columns([F.price[g] * st.hours_per_month for g, _ in serving], 0.0, upper, integer=True)
     m = prog.columns(tiers.node_price_per_hour[node_t] * st.hours_per_month, 0.0, np.inf, integer=True)
+    prog.coefficients(prog.n_rows - 1, n, [F.price[g] * st.hours_per_month for g, _ in serving])
+    prog.coefficients(prog.n_rows - 1, m, tiers.node_price_per_hour[node_t] * st.hours_per_month)
     for k, cut in enumerate(finite):
         prog.coefficients(k, n, [cut.worth[g, c] for g, c in serving])
         prog.coefficients(k, m, cut.node_worth[node_t])
@@ -1081,7 +1097,7 @@ def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[in
     status, x, _, objective, bound = prog.solve(gap=1e-9, time_limit=time_limit)
     pools, nodes = np.zeros((G, 2)), np.zeros(T)
     if x is None:
-        return np.inf if status == "infeasible" and box is not None else -np.inf, pools, nodes
+        return np.inf if status == "infeasible" and (box is not None or cap < np.inf) else -np.inf, pools, nodes
     for (g, c), col in zip(serving, n):
         pools[g, c] = round(x[col])
     nodes[node_t] = np.round(x[m])
@@ -1138,28 +1154,21 @@ def fleet_tree(inputs: Inputs, demand: Demand, background: Demand, states: tuple
 
 
 def leaf_prices(inputs: Inputs, leaf: Leaf, states: tuple[int, ...]) -> tuple[Prices, np.ndarray | None]:
-    """The leaf's prices made fit for its bound, and the pools (G, 2) its fleets may open (None: all that
-    serve, in the states planned): the prices scaled down (any prices >= 0 give a valid bound) until no
-    instance that may open is worth more than it costs (a box that holds fleets with ever more of it would
-    have no bound)."""
-    F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
-    worth, node_worth = leaf.prices.worth(F, tiers)
-    price = np.repeat(np.nan_to_num(F.price)[:, None] * st.hours_per_month, 2, axis=1)
+    """The leaf's prices and the pools (G, 2) its fleets may open (None: all that serve, in the states planned).
+    Any prices >= 0 give a valid cut; where an instance is worth more than it costs at them, the box's bound
+    stays finite through the master's cap (no plan that beats the one in hand buys more than it costs)."""
+    F = inputs.fleet
     pools = (leaf.upper[:, None] > 0) & np.isin([0, 1], states)[None, :]
-    dear = pools & (worth > price)
-    nodes = np.isfinite(tiers.node_gb) & (node_worth > tiers.node_price_per_hour * st.hours_per_month)
-    scale = min([1.0, *(price[dear] / worth[dear]),
-                 *((tiers.node_price_per_hour * st.hours_per_month)[nodes] / node_worth[nodes])])
     serving = F.serves[:, None] & np.isin([0, 1], states)[None, :]
-    return Prices(leaf.prices.pool * scale, leaf.prices.node * scale), None if (pools == serving).all() else pools
+    return leaf.prices, None if (pools == serving).all() else pools
 
 
 def tree_bound(inputs: Inputs, leaves: list[Leaf], cuts: list[Cut], covers: np.ndarray,
-               states: tuple[int, ...]) -> float:
+               states: tuple[int, ...], cap: float = np.inf) -> float:
     """min over the leaves of the master's bound over the fleets in its box: every fleet lies in some leaf,
     so no plan costs less."""
-    return min((master(inputs, cuts, covers, states, None, box=(leaf.lower, leaf.upper))[0] for leaf in leaves),
-               default=-np.inf)
+    return min((master(inputs, cuts, covers, states, None, box=(leaf.lower, leaf.upper), cap=cap)[0]
+                for leaf in leaves), default=-np.inf)
 
 
 def decode(code: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1654,18 +1663,24 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             consider(fleet, relaxed.prices)
     if not fleets:
         return failed("infeasible", bound=bound, reason="no fleet within max_instances serves the load")
-    # Boxes of fleets for a bound that knows instances come whole, where the cuts got no further than the LP
-    # relaxation, which spends on offerings whose one instance costs more than the gap left (no plan near the
-    # best fleet buys one: 50,000 bench contexts, 8% of a p5en.48xlarge), and where at least two boxes can be
-    # checked; the lowest boxes are checked in the plan's pass.
+    # Boxes of fleets for a bound that knows instances come whole, where the cuts leave the bound far below the
+    # best fleet and the LP relaxation spends on offerings whose one instance costs more than the gap left (no
+    # plan near the best fleet buys one: 50,000 bench contexts, 8% of a p5en.48xlarge; at 20,000 the cuts got
+    # to $2,544.05, the boxes to $2,798.38), and where at least two boxes can be checked; the lowest boxes are
+    # checked in the plan's pass.
     leaves, checked = [], []
     best_estimate = min(item[0] for item in fleets.values())
     instance = np.nan_to_num(F.price) * st.hours_per_month
     beyond = instance > best_estimate - relaxed.objective
-    if (provisioned and tree and 2 * K <= TREE_WORK and bound <= relaxed.objective * (1 + TREE_GAP)
+    if (provisioned and tree and 2 * K <= TREE_WORK and bound < best_estimate * (1 - TREE_GAP)
             and np.dot(instance[beyond], relaxed.pools.sum(axis=1)[beyond]) >= TREE_GAP * relaxed.objective):
         leaves = fleet_tree(inputs, demand, background, states, allowed, best_estimate)
         lowest = sorted(leaves, key=lambda leaf: leaf.objective)[:min(TREE_CHECKS, TREE_WORK // K)]
+        # the lowest box (the one that bounds the plan, mostly) priced by the LP over the finer buckets: its
+        # prices are worth more exactly (50,000 bench contexts: bound $4,871.70 -> $4,983.32)
+        finer = lp.box(lowest[0].lower, lowest[0].upper, lowest[0].prices) if lowest else None
+        if finer is not None:
+            lowest[0] = Leaf(lowest[0].lower, lowest[0].upper, finer.prices, lowest[0].objective)
         checked = [leaf_prices(inputs, leaf, states) for leaf in lowest]
         progress(f"{len(leaves)} boxes of fleets for the bound ({elapsed():.1f} s)")
 
@@ -1726,9 +1741,11 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             # Whole contexts did not fit the fleet as the LP's fractions do (50,000 bench contexts: one
             # p5.4xlarge; with one g6e.xlarge beside it, $6,380.93, where two p5.4xlarge cost $10,045).
             complement(fleet, F.price[placed[4] > planned.sum(axis=1)].max(), solution.prices)
-    bound, _, _ = master(inputs, cuts, covers, states, None)
+    cap = best[1][-1] if best is not None else np.inf  # the plan in hand: only fleets that cost less matter
+    bound, _, _ = master(inputs, cuts, covers, states, None, cap=cap)
     if leaves:
-        bound = max(bound, tree_bound(inputs, leaves, cuts + tree_cuts, covers, states))
+        bound = max(bound, tree_bound(inputs, leaves, cuts + tree_cuts, covers, states, cap))
+    bound = min(bound, cap)
     progress(f"bound ${bound:,.2f} ({elapsed():.1f} s)")
     if best is None:
         return failed(status, bound=bound, reason="no fleet within max_instances serves the load"
