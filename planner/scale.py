@@ -93,7 +93,8 @@ TREE_WORK = 1_000_000   # classes times leaves checked, at most (and no search w
 TREE_GAP = 0.01         # the search runs where the cuts' bound is this far below the best fleet by the LP, and
                         # the relaxation spends at least this share on instances dearer than the gap
 REPRICE_ROUNDS = 6      # LPs at the planned fleet re-priced by the last one's duals, at most: while the classes off
-REPRICE_GAIN = 0.001    # their cheapest options cost this share more, and the last LP gained as much
+REPRICE_OFF = 0.003     # their cheapest options cost this share more (of the plan: what it may still gain),
+REPRICE_GAIN = 0.001    # and the last LP gained at least this share
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -1387,7 +1388,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         # Re-pricing: the LP's duals price the planned fleet's rows better than the buckets did (a bucket's
         # classes all took its choice). At those prices a class held off its cheapest option costs the plan
         # its excess (their sum bounds what the fleet's LP can still gain); while that is large, the classes
-        # furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,129.31 on two
+        # furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,182.24 on two
         # p5en.48xlarge, where the sum was $7,311).
         fac, rounds, gained = None, 0, np.inf
         while values is not None and rounds < REPRICE_ROUNDS:
@@ -1409,7 +1410,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             off = float(excess[np.isfinite(excess)].sum())
             progress(f"the planned fleet's LP: ${fit_objective:,.2f}; at its prices ${off:,.2f} more than each "
                      f"class's cheapest option")
-            if off <= REPRICE_GAIN * abs(fit_objective) or gained < REPRICE_GAIN * abs(fit_objective):
+            if off <= REPRICE_OFF * abs(fit_objective) or gained < REPRICE_GAIN * abs(fit_objective):
                 break
             ok = id_k[:, 0] >= 0
             cand_id[ok] = id_k[ok]
