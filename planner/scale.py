@@ -89,10 +89,10 @@ PLAN_MARGIN = 0.05      # a fleet is planned while its LP is under the plan in h
 TREE_BUCKETS = 150      # buckets of the LP that branches over fleets for the bound (its prices are checked exactly)
 TREE_NODES = 40         # LPs of that branch-and-bound, at most
 TREE_CHECKS = 12        # leaves checked by the pass over every context (the lowest first), at most
-TREE_WORK = 1_000_000   # classes times leaves checked, at most (and no search where two cannot be)
+TREE_WORK = 2_000_000   # classes times leaves checked, at most (and no search where two cannot be)
 TREE_GAP = 0.01         # the search runs where the cuts' bound is this far below the best fleet by the LP, and
                         # the relaxation spends at least this share on instances dearer than the gap
-REPRICE_ROUNDS = 6      # LPs at the planned fleet re-priced by the last one's duals, at most: while the classes off
+REPRICE_ROUNDS = 2      # LPs at the planned fleet re-priced by the last one's duals, at most: while the classes off
 REPRICE_OFF = 0.003     # their cheapest options cost this share more (of the plan: what it may still gain),
 REPRICE_GAIN = 0.001    # and the last LP gained at least this share
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
