@@ -997,9 +997,10 @@ def _repriced(fac: Factored, ons: dict, hbm_state: np.ndarray, prices: Prices, c
     current = np.full(K, np.inf)
     groups = _tier_groups(fac.inputs)
     cand_rc, cand_id = [], []  # the planned pools are few: every pick, then the `keep` cheapest at once
+    base = fac.direct + fac.node_gb * prices.node
     for g, on in ons.items():
         c = int(hbm_state[g])
-        rc = reduced_costs(fac, pool_terms(on, c, allowed), prices, fac.direct + fac.node_gb * prices.node)
+        rc = reduced_costs(fac, pool_terms(on, c, allowed), prices, base)
         mine = np.flatnonzero(g_k == g)
         current[mine] = rc[mine, t_k[mine]]
         pick = _group_best(rc, groups)
@@ -1404,11 +1405,11 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             status, values, duals, fit_objective, _ = prog.solve(offset=offset, time_limit=limit, relax=True)
             if values is not None:
                 break
-        # Re-pricing: the LP's duals price the planned fleet's rows better than the buckets did (a bucket's
-        # classes all took its choice). At those prices a class held off its cheapest option costs the plan
-        # its excess (their sum bounds what the fleet's LP can still gain, but for the few classes it splits);
-        # while that is large, the classes furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,192.40 on two
-        # p5en.48xlarge, where the sum was $7,311).
+        # Re-pricing: the LP's duals price the planned fleet's rows better than the buckets did (a bucket's classes
+        # all took its choice). At those prices a class held off its cheapest option costs the plan its excess
+        # (their sum bounds what the fleet's LP can still gain, but for the few classes it splits); while that is
+        # large, the classes furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,192.40 on
+        # two p5en.48xlarge, where the sum was $7,311).
         fac, rounds, gained = None, 0, np.inf
         while values is not None and rounds < REPRICE_ROUNDS:
             if fac is None:
