@@ -488,6 +488,7 @@ class BucketLP:
     def __init__(self, inputs: Inputs, rep: Demand, background: Demand, states: tuple[int, ...],
                  allowed: np.ndarray | None):
         self.inputs, self.rep, self.states = inputs, rep, states
+        self._args = (inputs, rep, background, states, allowed)
         F, B = inputs.fleet, len(rep.count)
         fac = Factored(inputs, rep)
         groups = _tier_groups(inputs)
@@ -529,6 +530,14 @@ class BucketLP:
         self.highs = None
         import highspy
         self._optimal = highspy.HighsModelStatus.kOptimal
+
+    def twin(self, initial: Prices) -> BucketLP:
+        """The same LP with the same columns, apart (what it solves then leaves this one's columns as they
+        were)."""
+        other = BucketLP(*self._args)
+        other._start(initial)
+        other._add(np.flatnonzero(self.active & ~other.active))
+        return other
 
     def reduced(self, prices: Prices) -> np.ndarray:
         """Per tabulated column: cost per context at the prices (resource rows priced)."""
@@ -1700,8 +1709,9 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         # the lowest boxes (those that bound the plan, mostly) priced by the LP over the finer buckets: their
         # prices are worth more exactly (50,000 bench contexts: bound $4,871.70 -> $4,983.32 with the lowest;
         # 1,000,000: $98,607.15 -> $98,629.58 with the two there are)
+        finer_lp = lp.twin(relaxed.prices)  # (the plan's LP keeps its columns: with these, its choices changed)
         for i in range(min(TREE_FINER, len(lowest))):
-            finer = lp.box(lowest[i].lower, lowest[i].upper, lowest[i].prices)
+            finer = finer_lp.box(lowest[i].lower, lowest[i].upper, lowest[i].prices)
             if finer is not None:
                 lowest[i] = Leaf(lowest[i].lower, lowest[i].upper, finer.prices, lowest[i].objective)
         checked = [leaf_prices(inputs, leaf, states) for leaf in lowest]
