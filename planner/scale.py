@@ -1417,7 +1417,7 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         # Re-pricing: the LP's duals price the planned fleet's rows better than the buckets did (a bucket's classes
         # all took its choice). At those prices a class held off its cheapest option costs the plan its excess
         # (their sum bounds what the fleet's LP can still gain, but for the few classes it splits); while that is
-        # large, the classes furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,192.40 on
+        # large, the classes furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,182.24 on
         # two p5en.48xlarge, where the sum was $7,311).
         fac, rounds, gained = None, 0, np.inf
         while values is not None and rounds < REPRICE_ROUNDS:
