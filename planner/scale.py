@@ -894,13 +894,13 @@ class Scan:
 def scan(inputs: Inputs, demand: Demand, background: Demand, prices: Prices, states: tuple[int, ...],
          pools: np.ndarray, allowed: np.ndarray | None, keep: int | None = None,
          open_pools: np.ndarray | None = None, designated: np.ndarray | None = None,
-         also: tuple[tuple[Prices, np.ndarray | None], ...] = ()) -> Scan:
+         also: tuple[tuple[Prices, np.ndarray | None], ...] = (), fac: Factored | None = None) -> Scan:
     """One pass over every class and option at `prices`: the Lagrangian value (over every pool), and the
     `keep` cheapest options of each class on the pools the plan may use (`pools`: (G, 2) bool); and the
     Lagrangian value at each of `also`'s (prices, pools) (see `lagrangians`)."""
     F, T = inputs.fleet, len(inputs.tiers.names)
     K = len(demand.count)
-    fac = Factored(inputs, demand)
+    fac = Factored(inputs, demand) if fac is None else fac  # (the caller's, where it scans the same classes again)
     groups = _tier_groups(inputs)
     if keep is None:  # as many options per class as the final MIP can take for its free classes
         keep = max(CANDIDATES, MIP_COLUMNS // max(min(K, FREE_CONTEXTS), 1))
@@ -1237,7 +1237,8 @@ def _uses(inputs: Inputs, o: Options) -> tuple[np.ndarray, np.ndarray]:
 
 def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state: np.ndarray,
           planned: np.ndarray, gap: float, time_limit: float | None,
-          progress: Callable[[str], None] = lambda message: None, allowed: np.ndarray | None = None):
+          progress: Callable[[str], None] = lambda message: None, allowed: np.ndarray | None = None,
+          fac: Factored | None = None):
     """Decide each class's option and the integer fleet, from `planned` instances per offering. Each class starts on
     its bucket's choice in the LP (else its cheapest option at the prices). First, at the planned fleet, the LP
     over the FIT_CONTEXTS classes least decided (the rest fixed), re-priced by its duals while they show the held
@@ -1419,10 +1420,10 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
         # (their sum bounds what the fleet's LP can still gain, but for the few classes it splits); while that is
         # large, the classes furthest off move in the next LP (1,000,000 bench contexts: $99,723.60 -> $99,182.24 on
         # two p5en.48xlarge, where the sum was $7,311).
-        fac, rounds, gained = None, 0, np.inf
+        ons, rounds, gained = None, 0, np.inf
         while values is not None and rounds < REPRICE_ROUNDS:
-            if fac is None:
-                fac = Factored(inputs, demand)
+            if ons is None:
+                fac = Factored(inputs, demand) if fac is None else fac
                 ons = {g: fac.offering(g) for g in np.flatnonzero(planned > 0)}
             nf = len(free)
             pool = np.zeros((G, 2, 6))
@@ -1564,6 +1565,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     relaxed = lp.solve(None, initial)
     if relaxed is None:
         return failed("infeasible", reason="no fleet within max_instances serves the load")
+    fac = Factored(inputs, demand)  # every pass over the contexts prices the same options
     progress(f"prices from the LP over {len(rep.count):,} buckets of {K:,} context classes "
              f"(${relaxed.objective:,.2f}, {elapsed():.1f} s)")
 
@@ -1656,7 +1658,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     rounds = min(MAX_ROUNDS, KELLEY_WORK // max(K, 1)) if provisioned else 0
     if rounds >= 2:
         hbm, pools = pools_of(np.zeros((G, 2)), relaxed.pools)
-        s = scan(inputs, demand, background, relaxed.prices, states, pools, allowed)
+        s = scan(inputs, demand, background, relaxed.prices, states, pools, allowed, fac=fac)
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers
@@ -1676,7 +1678,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
                 break
             solution = fleets[fleet.tobytes()][1]
             hbm, pools = pools_of(fleet, solution.pools)
-            s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0)
+            s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
+                     fac=fac)
             worth = solution.prices.worth(F, tiers)
             new = [Cut(s.value, *worth), Cut(s.open_value, *worth, s.open.ravel())]
             if any(c.value == old.value and (c.open is None) == (old.open is None) for c in new for old in cuts):
@@ -1749,7 +1752,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         hbm, pools = pools_of(fleet, solution.pools)
         s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
                  designated=lp.designated(solution.shares, of_class, demand.count),
-                 also=((relaxed.prices, None), *checked))
+                 also=((relaxed.prices, None), *checked), fac=fac)
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers if covers is None else covers
@@ -1765,7 +1768,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
         planned = fleet + np.ceil(np.maximum(solution.pools - fleet, 0) - 1e-9)   # with its extras bought whole
         status, placed = place(inputs, demand, background, s, hbm, planned.sum(axis=1), gap,
-                               max(time_limit - elapsed(), 1.0) if time_limit else None, progress, allowed)
+                               max(time_limit - elapsed(), 1.0) if time_limit else None, progress, allowed, fac)
         if placed is not None:
             progress(f"plan ${placed[-1]:,.2f} ({elapsed():.1f} s)")
             if best is None or placed[-1] < best[1][-1]:
