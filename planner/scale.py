@@ -32,6 +32,12 @@ building and branching it takes minutes. This engine plans the same program (MOD
    the boxes of the master over the fleets in each. Every fleet lies in one box, so it is still a bound.
    The masters hold only fleets that cost less than the plan in hand (no cheaper plan buys more), so a bound
    over them, or the plan's own cost, bounds every plan.
+   Last, the prices are fitted to every context at the fleet that attains the bound (`ascend`): the buckets'
+   prices are their mean contexts', each taking one option for all the bucket's contexts, so L at them falls
+   short of the LP over every context. An ascent over the prices of that fleet's pools alone, each step a pass
+   over the contexts on those pools, climbs to that LP; its cut holds for every fleet on those pools (lifted
+   for fleets that open others). While the bound rises (and the work allows), again at the fleet that then
+   attains it.
 4. Plan. At each planned fleet the bucket LP is re-solved with the columns it uses priced on their buckets' own
    contexts (each held to the share of its bucket that may take it), so its loads are exact; each context
    takes its bucket's choice (split buckets split by count). The least decided contexts (those without a
@@ -69,6 +75,8 @@ from .catalog import ModelCard
 GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
 NONE = -1
 MAX_BUCKETS = 1000      # buckets of the pricing LP
+FEWER_BUCKETS = 500     # and fewer up to FEWER_BUCKETS_UP_TO classes: passes over their contexts are quick, and the
+FEWER_BUCKETS_UP_TO = 60_000  # exact cuts matter more than the buckets (10,000 bench contexts: same plan, 3.8 -> 2.4 s)
 FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
 FIT_ALL_UP_TO = 60000   # where those held leave no room, all are fitted, up to this many (50,000 bench contexts:
                         # $5,647.93 on one p5.4xlarge, where the held left none and the plan bought another)
@@ -96,6 +104,9 @@ TREE_GAP = 0.01         # the search runs where the cuts' bound is this far belo
 REPRICE_ROUNDS = 2      # LPs at the planned fleet re-priced by the last one's duals, at most: while the classes off
 REPRICE_OFF = 0.003     # their cheapest options cost this share more (of the plan: what it may still gain),
 REPRICE_GAIN = 0.001    # and the last LP gained at least this share
+ASCENT_EVALS = 45       # exact passes over the contexts of one ascent of the prices at the bound's fleet, at most
+ASCENT_WORK = 120_000_000  # classes times pools times passes of those ascents, at most
+ASCENT_STARTS = 4       # prices an ascent may start from (those of the cuts highest at its fleet)
 PLACE_NODES = 200       # branch-and-bound nodes of the final MIP (a work limit, not a time limit: plans repeat)
 
 
@@ -422,10 +433,11 @@ def _log_bins(values: np.ndarray, width: float) -> np.ndarray:
 
 
 def buckets(demand: Demand, limit: int | None = None) -> tuple[Demand, np.ndarray]:
-    """At most `limit` (MAX_BUCKETS) buckets of similar classes (coarser bins until they fit), each represented
-    by its count-weighted means (tokens rounded; the tightest SLOs in it); and each class's bucket."""
+    """At most `limit` (MAX_BUCKETS; FEWER_BUCKETS for fewer classes) buckets of similar classes (coarser bins
+    until they fit), each represented by its count-weighted means (tokens rounded; the tightest SLOs in it);
+    and each class's bucket."""
     K = len(demand.count)
-    limit = MAX_BUCKETS if limit is None else limit
+    limit = (FEWER_BUCKETS if K <= FEWER_BUCKETS_UP_TO else MAX_BUCKETS) if limit is None else limit
     slo_codes = []
     for slo in (demand.ttft_slo_s, demand.tpot_slo_s):
         values, code = np.unique(slo, return_inverse=True)
@@ -1066,6 +1078,13 @@ class Cut:
     worth: np.ndarray
     node_worth: np.ndarray
     open: np.ndarray | None = None
+    prices: Prices | None = None   # (where an ascent may start from them)
+
+    @staticmethod
+    def at(value: float, prices: Prices, inputs: Inputs, open_pools: np.ndarray | None = None) -> Cut:
+        """The cut of a Lagrangian value taken at `prices` (over `open_pools` (G, 2) alone, where given)."""
+        return Cut(value, *prices.worth(inputs.fleet, inputs.tiers),
+                   None if open_pools is None else open_pools.ravel(), prices)
 
 
 def master(inputs: Inputs, cuts: list[Cut], covers: np.ndarray, states: tuple[int, ...],
@@ -1194,11 +1213,173 @@ def leaf_prices(inputs: Inputs, leaf: Leaf, states: tuple[int, ...]) -> tuple[Pr
 
 
 def tree_bound(inputs: Inputs, leaves: list[Leaf], cuts: list[Cut], covers: np.ndarray,
-               states: tuple[int, ...], cap: float = np.inf) -> float:
-    """min over the leaves of the master's bound over the fleets in its box: every fleet lies in some leaf,
-    so no plan costs less."""
-    return min((master(inputs, cuts, covers, states, None, box=(leaf.lower, leaf.upper), cap=cap)[0]
-                for leaf in leaves), default=-np.inf)
+               states: tuple[int, ...], cap: float = np.inf) -> tuple[float, np.ndarray, Leaf | None]:
+    """min over the leaves of the master's bound over the fleets in its box (every fleet lies in some leaf,
+    so no plan costs less), with the fleet that attains it and its leaf; without leaves, the master's over
+    every fleet."""
+    if not leaves:
+        bound, fleet, _ = master(inputs, cuts, covers, states, None, cap=cap)
+        return bound, fleet, None
+    bounds = [master(inputs, cuts, covers, states, None, box=(leaf.lower, leaf.upper), cap=cap) for leaf in leaves]
+    k = int(np.argmin([b[0] for b in bounds]))
+    return bounds[k][0], bounds[k][1], leaves[k]
+
+
+class OpenColumns:
+    """The options of some classes on a few pools, for the Lagrangian over those pools alone at many prices of
+    their rows (`coords`: (g, c, r) per pool row priced; `nodes`: node-priced tiers priced). On each pool the
+    tiers that price alike (same rows, same GPU load) make one column, holding the cheapest of them that is
+    allowed: which one that is does not depend on the prices."""
+
+    def __init__(self, fac: Factored, pools: list[tuple[int, int]], coords: list[tuple[int, int, int]],
+                 nodes: np.ndarray, allowed: np.ndarray | None, recompute_only: bool = False):
+        self.count = fac.demand.count.astype(float)
+        coord = {key: k for k, key in enumerate(coords)}
+        node = {t: len(coords) + k for k, t in enumerate(nodes)}
+        T = len(fac.inputs.tiers.names)
+        groups = {}
+        for t in ([RECOMPUTE] if recompute_only else range(T)):
+            key = (int(fac.resource[t]), t if np.isfinite(fac.inputs.tiers.node_gb[t]) else -1, t == RECOMPUTE)
+            groups.setdefault(key, []).append(t)
+        self.const, self.terms = [], []   # per column: direct cost (inf: none allowed); [(coordinate, amount)]
+        for g, c in pools:
+            terms = pool_terms(fac.offering(g), c, allowed)
+            for (r, t_node, recompute), ts in groups.items():
+                const = (fac.direct[:, ts] + terms.blocked[:, ts]).min(axis=1)
+                if not np.isfinite(const).any():
+                    continue
+                amounts = []
+                if (g, c, GPU) in coord:
+                    amounts.append((coord[g, c, GPU], terms.load[0] if recompute else terms.load[1]))
+                if r >= 0 and (g, c, r) in coord:
+                    amounts.append((coord[g, c, r], fac.use[:, ts[0]]))  # (the same for every tier of the group)
+                if t_node in node:
+                    amounts.append((node[t_node], fac.node_gb[:, t_node]))
+                self.const.append(const)
+                self.terms.append([(k, amount, self.count * amount) for k, amount in amounts])
+
+    def evaluate(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """L at prices x (one per coordinate) over these pools, and what the cheapest options use of each
+        coordinate (inf, zeros where some class has no option)."""
+        K = len(self.count)
+        values = np.empty((K, len(self.const)), order="F")
+        for j, (const, terms) in enumerate(zip(self.const, self.terms)):
+            column = values[:, j]
+            np.copyto(column, const)
+            for k, amount, _ in terms:
+                if x[k] != 0:
+                    column += x[k] * amount
+        best = values.min(axis=1) if len(self.const) else np.full(K, np.inf)
+        used = np.zeros(len(x))
+        if not np.isfinite(best).all():
+            return np.inf, used
+        left = np.ones(K, bool)   # each class's first cheapest column
+        for j, terms in enumerate(self.terms):
+            hit = (values[:, j] == best) & left
+            left &= ~hit
+            for k, _, weighted in terms:
+                used[k] += np.dot(weighted, hit)
+        return float(np.dot(self.count, best)), used
+
+
+def ascend(inputs: Inputs, fac: Factored, bfac: Factored | None, allowed: np.ndarray | None, starts: list[Prices],
+           pools: np.ndarray, covers: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None, cap: float,
+           evals: int) -> Cut | None:
+    """A cut for the fleets on the pools S (`pools`, (G, 2) bool: those of the fleet that attains the bound), from
+    prices fitted to every context rather than to its bucket's mean. Kelley's method with a trust region (from
+    the best of `starts`, at most `evals` exact passes over the contexts) maximises
+        h(π) = L_S(π) + min { Σ_p (price_p·H − worth_p(π))·n_p : n on S in `box`, covering, cost <= cap }
+    over the prices of S's rows and of the node-priced tiers (these at most a node's price per GB, so that no
+    node is worth buying), L_S being the Lagrangian over S's pools alone. At its maximum h is the LP relaxation
+    over every context at the best of those fleets (or a mix of them). A bucket's mean context takes one option
+    for all its contexts, so the bucket LP's prices fall short of it (1,000,000 bench contexts: $98,629.50 at
+    them, $98,924.05 after the ascent, the LP over every context there being $98,933.5). Any prices give a valid
+    cut; it holds for fleets that open no pool off S (and is lifted for the others). None where the pools of S
+    alone cannot serve every context."""
+    F, tiers, st = inputs.fleet, inputs.tiers, inputs.settings
+    G, H = len(F.names), st.hours_per_month
+    cost = np.nan_to_num(F.price) * H
+    S = [(int(g), int(c)) for g, c in zip(*np.nonzero(pools))]
+    code = np.array([g * 2 + c for g, c in S])
+    cap_pool = capacities(F)
+    node_gb = np.nan_to_num(tiers.node_gb)
+    coords = [(g, c, r) for g, c in S for r in range(6) if cap_pool[g, c, r] > 0]
+    nodes = np.flatnonzero(node_gb > 0)
+    upper = np.concatenate([np.full(len(coords), np.inf),
+                            tiers.node_price_per_hour[nodes] * H / node_gb[nodes]])
+    columns = [OpenColumns(fac, S, coords, nodes, allowed)]
+    if bfac is not None:
+        columns.append(OpenColumns(bfac, S, coords, nodes, None, recompute_only=True))
+    # the fleets on S within the box and the cap, for the inner minimum (a tiny MIP)
+    lower_g = np.zeros(G) if box is None else box[0]
+    upper_g = np.asarray(F.max_instances, float) if box is None else np.minimum(F.max_instances, box[1])
+
+    def with_x(x: np.ndarray) -> Prices:  # (the prices of pools off S do not matter: the cut is lifted there)
+        pool, node = starts[0].pool.copy(), starts[0].node.copy()
+        for (g, c, r), value in zip(coords, x):
+            pool[g, c, r] = value
+        node[nodes] = x[len(coords):]
+        return Prices(pool, node)
+
+    def h(x: np.ndarray):
+        p = with_x(x)
+        value, used = 0.0, np.zeros(len(x))
+        for part in columns:
+            part_value, part_used = part.evaluate(x)
+            if not np.isfinite(part_value):
+                return None
+            value, used = value + part_value, used + part_used
+        worth = p.worth(F, tiers)[0]
+        prog = _Program(G + 1 + len(covers))
+        n = prog.columns([cost[g] - worth[g, c] for g, c in S], 0.0, [F.max_instances[g] for g, _ in S], True)
+        prog.coefficients([g for g, _ in S], n, 1.0)
+        prog.row_lower[:G], prog.row_upper[:G] = lower_g, upper_g
+        prog.coefficients(G, n, [cost[g] for g, _ in S])
+        prog.row_upper[G] = cap
+        for row, cover in enumerate(covers):  # (every class needs an instance of a pool that can serve it)
+            prog.coefficients(G + 1 + row, n[cover[code]], 1.0)
+        prog.row_lower[G + 1:] = 1.0
+        _, n_value, _, inner, _ = prog.solve(gap=1e-9)
+        if n_value is None:
+            return None
+        fleet_ = dict(zip(S, np.round(n_value)))
+        sub = used - np.concatenate([[cap_pool[g, c, r] * fleet_[g, c] for g, c, r in coords],
+                                     np.zeros(len(nodes))])
+        return value + inner, value, sub, p
+
+    tried = [(x, h(x)) for x in (np.minimum(np.concatenate([[p.pool[k] for k in coords], p.node[nodes]]), upper)
+                                 for p in starts)]
+    tried = [(x, value) for x, value in tried if value is not None]
+    if not tried:
+        return None
+    x0, center = max(tried, key=lambda item: item[1][0])
+    bundle = [(x, value[0], value[2]) for x, value in tried]
+    step = np.maximum(np.abs(x0), 1e-3 * np.concatenate([[cost[g] / cap_pool[g, c, r] for g, c, r in coords],
+                                                         upper[len(coords):]]))  # the trust region's unit
+    x_c, rho = x0, 0.005   # (the starting prices are near: a small trust region first, doubled on each gain)
+    for _ in range(evals - len(starts)):
+        prog = _Program(len(bundle))
+        theta = prog.columns([-1.0], -np.inf, np.inf)
+        x = prog.columns(np.zeros(len(x0)), np.maximum(0.0, x_c - rho * step), np.minimum(upper, x_c + rho * step))
+        for k, (x_k, h_k, g_k) in enumerate(bundle):   # θ <= h_k + g_k·(x − x_k)
+            prog.coefficients(k, theta, 1.0)
+            prog.coefficients(k, x, -g_k)
+            prog.row_upper[k] = h_k - float(np.dot(g_k, x_k))
+        _, solution, _, objective, _ = prog.solve()
+        if solution is None or -objective - center[0] <= 1e-7 * abs(center[0]):
+            break
+        predicted, x_new = -objective, solution[x]
+        trial = h(x_new)
+        if trial is None:
+            break
+        bundle.append((x_new, trial[0], trial[2]))
+        if trial[0] >= center[0] + 0.1 * (predicted - center[0]):
+            center, x_c, rho = trial, x_new, 2 * rho
+            if center[0] >= cap:  # no fleet on S within the box costs less than the plan in hand
+                break
+        else:
+            rho /= 2
+    return Cut.at(center[1], center[3], inputs, pools)
 
 
 def decode(code: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1631,7 +1812,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
     # repeats itself. Cheap (no pass over the contexts), and it finds the few large instances that rounding
     # the LP misses.
     if provisioned:
-        bucket_cuts = [Cut(lp.cut(relaxed.prices), *relaxed.prices.worth(F, tiers))]
+        bucket_cuts = [Cut.at(lp.cut(relaxed.prices), relaxed.prices, inputs)]
         bucket_covers = lp.covers()
         since_best = 0  # fleets tried since the best one
         for round_ in range(MAX_ROUNDS):
@@ -1645,8 +1826,8 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             progress(f"fleet {len(fleets)}: ${fleets[fleet_.tobytes()][0]:,.2f} by the LP ({elapsed():.1f} s)")
             since_best = 0 if fleets[fleet_.tobytes()][0] < best else since_best + 1
             prices_ = fleets[fleet_.tobytes()][1].prices
-            worth = prices_.worth(F, tiers)
-            bucket_cuts += [Cut(lp.cut(prices_), *worth), Cut(lp.cut(prices_, fleet_ > 0), *worth, (fleet_ > 0).ravel())]
+            bucket_cuts += [Cut.at(lp.cut(prices_), prices_, inputs),
+                            Cut.at(lp.cut(prices_, fleet_ > 0), prices_, inputs, fleet_ > 0)]
         progress(f"{len(fleets)} fleets tried; best ${min(item[0] for item in fleets.values()):,.2f} by the LP "
                  f"({elapsed():.1f} s)")
     # The bound: a master over the integer fleet with exact Lagrangian cuts (a pass over every context each)
@@ -1662,7 +1843,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers
-        cuts.append(Cut(s.value, *relaxed.prices.worth(F, tiers)))
+        cuts.append(Cut.at(s.value, relaxed.prices, inputs))
         history: list[float] = []
         for round_ in range(rounds - 1):
             bound, fleet, _ = master(inputs, cuts, covers, states, None)
@@ -1680,8 +1861,7 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             hbm, pools = pools_of(fleet, solution.pools)
             s = scan(inputs, demand, background, solution.prices, states, pools, allowed, open_pools=fleet > 0,
                      fac=fac)
-            worth = solution.prices.worth(F, tiers)
-            new = [Cut(s.value, *worth), Cut(s.open_value, *worth, s.open.ravel())]
+            new = [Cut.at(s.value, solution.prices, inputs), Cut.at(s.open_value, solution.prices, inputs, s.open)]
             if any(c.value == old.value and (c.open is None) == (old.open is None) for c in new for old in cuts):
                 cuts += new
                 break
@@ -1756,13 +1936,11 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         if (s.best_id < 0).any() or not np.isfinite(s.value):
             return failed("unplaceable", np.flatnonzero(s.best_id < 0))
         covers = s.covers if covers is None else covers
-        worth = solution.prices.worth(F, tiers)
-        cuts += [Cut(s.value, *worth), Cut(s.also[0], *relaxed.prices.worth(F, tiers))]
-        tree_cuts += [Cut(value, *prices.worth(F, tiers), None if opens is None else opens.ravel())
-                      for value, (prices, opens) in zip(s.also[1:], checked)]
+        cuts += [Cut.at(s.value, solution.prices, inputs), Cut.at(s.also[0], relaxed.prices, inputs)]
+        tree_cuts += [Cut.at(value, prices, inputs, opens) for value, (prices, opens) in zip(s.also[1:], checked)]
         checked = []
         if provisioned and fleet.any():
-            cuts.append(Cut(s.open_value, *worth, s.open.ravel()))
+            cuts.append(Cut.at(s.open_value, solution.prices, inputs, s.open))
         progress(f"placing {K:,} context classes on a fleet of ${solution.estimate:,.2f} by the LP "
                  f"({elapsed():.1f} s)")
         s, hbm = _serve_lost(inputs, demand, background, s, solution.prices, states, hbm, pools, allowed)
@@ -1778,9 +1956,40 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
             # p5.4xlarge; with one g6e.xlarge beside it, $6,380.93, where two p5.4xlarge cost $10,045).
             complement(fleet, F.price[placed[4] > planned.sum(axis=1)].max(), solution.prices)
     cap = best[1][-1] if best is not None else np.inf  # the plan in hand: only fleets that cost less matter
-    bound, _, _ = master(inputs, cuts, covers, states, None, cap=cap)
-    if leaves:
-        bound = max(bound, tree_bound(inputs, leaves, cuts + tree_cuts, covers, states, cap))
+    cuts += tree_cuts
+    bound, at, leaf = tree_bound(inputs, leaves, cuts, covers, states, cap)
+    # Prices fitted to every context at the fleet that attains the bound (in its box), while the work allows:
+    # a bucket's mean context takes one option for all its contexts, where each of them takes its own
+    tried: set[bytes] = set()
+    work = ASCENT_WORK
+    bfac = Factored(inputs, background) if len(background.count) else None
+    stalled = 0
+    while provisioned and best is not None and bound < cap * (1 - gap) and at.any() and stalled < 2:
+        # over the fleets of its offerings in either HBM state; then (that LP may mix the states) over its own
+        # pools alone (10,000 bench contexts: $2,202.84 on a g6e.4xlarge in either state, where the master had
+        # $2,204.84 and the fleet in its own state $2,212.39)
+        either = (at.sum(axis=1) > 0)[:, None] & np.isin([0, 1], states)[None, :] & F.serves[:, None]
+        box = None if leaf is None else (leaf.lower, leaf.upper)
+        keys = [pools.tobytes() + (b"" if box is None else box[0].tobytes() + box[1].tobytes())
+                for pools in (either, at > 0)]
+        pools = next((pools for pools, key in zip((either, at > 0), keys) if key not in tried), None)
+        passes = 0 if pools is None else K * int(pools.sum()) * ASCENT_EVALS
+        if pools is None or passes > work or (time_limit is not None and elapsed() > time_limit):
+            break
+        tried.add(keys[0] if pools is either else keys[1])
+        work -= passes
+        opened = (at > 0).ravel()
+        near = sorted((c for c in cuts if c.prices is not None and (c.open is None or not (opened & ~c.open).any())),
+                      key=lambda c: c.value - float((c.worth * at).sum()), reverse=True)  # (the cut's θ at `at`)
+        cut = ascend(inputs, fac, bfac, allowed, [c.prices for c in near[:ASCENT_STARTS]], pools, covers, box, cap,
+                     ASCENT_EVALS)
+        if cut is None:
+            break
+        cuts.append(cut)
+        before = bound
+        bound, at, leaf = tree_bound(inputs, leaves, cuts, covers, states, cap)
+        progress(f"bound ${bound:,.2f} with prices fitted to every context ({elapsed():.1f} s)")
+        stalled = 0 if bound > before + gap * (cap - before) else stalled + 1  # (many fleets may share a bound)
     bound = min(bound, cap)
     progress(f"bound ${bound:,.2f} ({elapsed():.1f} s)")
     if best is None:

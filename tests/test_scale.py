@@ -2,6 +2,7 @@
 never exceeds the exact optimum and its plan never beats it (checked against the exact program on random small
 instances); its plans place every context within every capacity; the CLI runs it."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -102,6 +103,84 @@ def test_repriced_excess_is_each_context_over_its_cheapest_option_on_the_planned
     assert np.isinf(excess[0])
 
 
+def _lp_at_one_instance(model, F, g, c, allowed):
+    """The LP relaxation over every context at one instance of pool (g, c), from costmodel's options: each
+    class's count split across its allowed options, the pool's rows, node tiers bought by the GB (None where
+    infeasible)."""
+    import highspy
+
+    tiers, H = model.tiers, model.settings.hours_per_month
+    K, T = len(model.demand.count), len(tiers.names)
+    k, t = (a.ravel() for a in np.meshgrid(np.arange(K), np.arange(T), indexing="ij"))
+    o = model.options(k, np.full(len(k), g), t, np.full(len(k), c))
+    ok = o.allowed & allowed.ravel()
+    cap = scale.capacities(F)[g, c]
+    r = scale.tier_resource(tiers)[t]
+    amount = np.where((r == scale.NETWORK) | (r == scale.BLOCK), o.path_gbs, o.stored_gb)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    x = [h.addVariable(0, float(model.demand.count[k[j]]) * ok[j], float(o.direct_usd[j]) * ok[j])
+         for j in range(len(k))]
+    for i in range(K):
+        h.addConstr(sum(x[j] for j in np.flatnonzero(k == i)) == float(model.demand.count[i]))
+    for use, limit in [(o.gpu_load, cap[scale.GPU])] + [(np.where(r == res, amount, 0.0), cap[res])
+                                                          for res in range(1, 6)]:
+        if (use * ok).any():
+            h.addConstr(sum(float(use[j]) * x[j] for j in np.flatnonzero(use * ok)) <= float(limit))
+    for u in np.flatnonzero(np.isfinite(tiers.node_gb)):
+        m = h.addVariable(0, highspy.kHighsInf, float(tiers.node_price_per_hour[u] * H))
+        on = np.flatnonzero(ok & (t == u))
+        if len(on):
+            h.addConstr(sum(float(o.stored_gb[j]) * x[j] for j in on) <= float(tiers.node_gb[u]) * m)
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    return h.getInfo().objective_function_value + F.price[g] * H
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ascent_reaches_the_lp_over_every_context_at_its_fleet(seed):
+    """The ascent of the prices at a fleet of one instance, from zero prices: the bound its cut gives at that
+    fleet never exceeds the LP relaxation over every context there (built from costmodel's options), and
+    reaches it within 0.1%. The contexts may take recompute and the tiers read over the network or block path
+    (local tiers cost nothing), and the instance's GPU capacity is halfway between the least and the most its
+    contexts may load it, so that some must be stored at a cost, and the prices matter."""
+    rng = np.random.default_rng(70 + seed)
+    for _ in range(20):  # the first random instance where one pool serves every context, at some cost
+        model = prepare(*random_instance(rng, 30, 3, 5, "provisioned"))
+        tiers, st = model.tiers, model.settings
+        G, T, K = len(model.fleet.names), len(tiers.names), len(model.demand.count)
+        c = int(st.hbm_cache_possible and rng.random() < 0.5)
+        allowed = np.broadcast_to((tiers.path != 0) | (np.arange(T) == 0), (K, T))
+        k, t = (a.ravel() for a in np.meshgrid(np.arange(K), np.arange(T), indexing="ij"))
+        for g in np.flatnonzero(model.fleet.serves):
+            o = model.options(k, np.full(len(k), g), t, np.full(len(k), c))
+            load = np.where(o.allowed & allowed.ravel(), o.gpu_load, np.nan).reshape(K, T)
+            if np.isnan(load).all(axis=1).any():
+                continue
+            gpu_capacity = model.fleet.gpu_capacity.copy()
+            gpu_capacity[g] = np.dot(model.demand.count, (np.nanmin(load, axis=1) + np.nanmax(load, axis=1)) / 2)
+            F = dataclasses.replace(model.fleet, gpu_capacity=gpu_capacity)
+            exact = _lp_at_one_instance(model, F, g, c, allowed)
+            if exact is not None and exact > F.price[g] * st.hours_per_month * 1.01:  # storing costs something
+                break
+        else:
+            continue
+        break
+    else:
+        pytest.fail("no instance where one pool serves every context, at some cost")
+    instance = F.price[g] * st.hours_per_month
+    inputs = scale.Inputs(model.card, F, tiers, st)
+    pool = np.zeros((G, 2), bool)
+    pool[g, c] = True
+    box = np.where(np.arange(G) == g, 1.0, 0.0)
+    cut = scale.ascend(inputs, scale.Factored(inputs, model.demand), None, allowed, [scale.Prices.zero(G, T)], pool,
+                       np.zeros((0, 2 * G), bool), (box, box), np.inf, 300)
+    bound = instance + cut.value - cut.worth[g, c]
+    assert cut.open.reshape(G, 2)[g, c] and cut.open.sum() == 1
+    assert exact * (1 - 1e-3) <= bound <= exact * (1 + 1e-9) + 1e-6
+
+
 def _plan(workload, catalog, method):
     return make_plan(workload, catalog, method=method, gap=1e-9, baselines=False)
 
@@ -165,8 +244,8 @@ def test_boxes_of_fleets_hold_every_fleet_once_and_bound_the_exact_optimum(seed)
     box = leaves[int(np.argmax(holding[0]))]
     optimum_usd = exact["total_usd"]
     for cap in (np.inf, optimum_usd):  # (capped at a plan's cost: the fleets that cost no more)
-        assert scale.tree_bound(inputs, [box], cuts, covers, states, cap) <= optimum_usd * (1 + 1e-7) + 1e-6
-        assert scale.tree_bound(inputs, leaves, cuts, covers, states, cap) <= optimum_usd * (1 + 1e-7) + 1e-6
+        assert scale.tree_bound(inputs, [box], cuts, covers, states, cap)[0] <= optimum_usd * (1 + 1e-7) + 1e-6
+        assert scale.tree_bound(inputs, leaves, cuts, covers, states, cap)[0] <= optimum_usd * (1 + 1e-7) + 1e-6
 
 
 def test_boxes_of_fleets_lift_the_bound_past_fractions_of_large_instances(tmp_path):
@@ -199,7 +278,7 @@ def test_boxes_of_fleets_lift_the_bound_past_fractions_of_large_instances(tmp_pa
     cuts += [scale.Cut(v, *prices.worth(F, tiers), None if pools is None else pools.ravel())
              for v, (prices, pools) in zip(values, checked)]
     plan = scale.solve(inputs, demand, background)
-    boxed = scale.tree_bound(inputs, leaves, cuts, covers, states, plan.objective)
+    boxed = scale.tree_bound(inputs, leaves, cuts, covers, states, plan.objective)[0]
     assert plain * 1.2 <= boxed <= plan.objective + 1e-6
 
     # No plan on the catalog without the p-series (a subset of the offerings) may be cheaper: the best fleet by
