@@ -75,8 +75,9 @@ from .catalog import ModelCard
 GPU, HBM, HOST, NVME, NETWORK, BLOCK = range(6)
 NONE = -1
 MAX_BUCKETS = 1000      # buckets of the pricing LP
-FEWER_BUCKETS = 500     # and fewer up to FEWER_BUCKETS_UP_TO classes: passes over their contexts are quick, and the
-FEWER_BUCKETS_UP_TO = 60_000  # exact cuts matter more than the buckets (10,000 bench contexts: same plan, 3.8 -> 2.4 s)
+FEWER_BUCKETS = 500     # up to FEWER_BUCKETS_UP_TO classes: there passes over the contexts are quick and carry the
+FEWER_BUCKETS_UP_TO = 12_000  # bound (10,000 bench contexts: the same plans on aws, gcp, azure and lambda, aws 3.8 ->
+                        # 2.4 s; at 50,000, 25% dearer on gcp)
 FIT_CONTEXTS = 20000    # contexts the LP at the planned fleet may move (those least decided)
 FIT_ALL_UP_TO = 60000   # where those held leave no room, all are fitted, up to this many (50,000 bench contexts:
                         # $5,647.93 on one p5.4xlarge, where the held left none and the plan bought another)
@@ -1972,12 +1973,12 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         box = None if leaf is None else (leaf.lower, leaf.upper)
         keys = [pools.tobytes() + (b"" if box is None else box[0].tobytes() + box[1].tobytes())
                 for pools in (either, at > 0)]
-        pools = next((pools for pools, key in zip((either, at > 0), keys) if key not in tried), None)
-        passes = 0 if pools is None else K * int(pools.sum()) * ASCENT_EVALS
-        if pools is None or passes > work or (time_limit is not None and elapsed() > time_limit):
+        pools, key = next(((pools, key) for pools, key in zip((either, at > 0), keys)
+                            if key not in tried and K * int(pools.sum()) * ASCENT_EVALS <= work), (None, None))
+        if pools is None or (time_limit is not None and elapsed() > time_limit):
             break
-        tried.add(keys[0] if pools is either else keys[1])
-        work -= passes
+        tried.add(key)
+        work -= K * int(pools.sum()) * ASCENT_EVALS
         opened = (at > 0).ravel()
         near = sorted((c for c in cuts if c.prices is not None and (c.open is None or not (opened & ~c.open).any())),
                       key=lambda c: c.value - float((c.worth * at).sum()), reverse=True)  # (the cut's θ at `at`)
