@@ -1971,13 +1971,12 @@ def solve(inputs: Inputs, demand: Demand, background: Demand, *, states: tuple[i
         # $2,204.84 and the fleet in its own state $2,212.39)
         either = (at.sum(axis=1) > 0)[:, None] & np.isin([0, 1], states)[None, :] & F.serves[:, None]
         box = None if leaf is None else (leaf.lower, leaf.upper)
-        keys = [pools.tobytes() + (b"" if box is None else box[0].tobytes() + box[1].tobytes())
-                for pools in (either, at > 0)]
-        pools, key = next(((pools, key) for pools, key in zip((either, at > 0), keys)
-                            if key not in tried and K * int(pools.sum()) * ASCENT_EVALS <= work), (None, None))
+        in_box = b"" if box is None else box[0].tobytes() + box[1].tobytes()
+        pools = next((pools for pools in (either, at > 0)
+                      if pools.tobytes() + in_box not in tried and K * int(pools.sum()) * ASCENT_EVALS <= work), None)
         if pools is None or (time_limit is not None and elapsed() > time_limit):
             break
-        tried.add(key)
+        tried.add(pools.tobytes() + in_box)
         work -= K * int(pools.sum()) * ASCENT_EVALS
         opened = (at > 0).ravel()
         near = sorted((c for c in cuts if c.prices is not None and (c.open is None or not (opened & ~c.open).any())),
