@@ -4,7 +4,8 @@ Each run is `kvplan plan WORKLOAD --catalog aws --no-baselines --out DIR` in a f
 contexts file to the written plan, timed by wall clock, with that process's peak resident memory. The engine
 (`--method scale`) runs at every size; the straightforward per-context program (`--method exact`: one integer
 variable per context and option, built with PuLP, solved by HiGHS) runs at the sizes named by --baseline, under
---baseline-limit seconds.
+--baseline-limit seconds and --baseline-memory GB of address space, by default this machine's memory (where it
+runs out, the table says so, with the seconds it ran).
 
     python bench/run.py                                   # 1k, 10k, 100k, 1M contexts; baseline at 50k
     python bench/run.py --sizes 1000 10000 --baseline 10000 --baseline-limit 300
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -41,22 +43,36 @@ def one(workload: str, method: str, out: str, limit: float) -> None:
     print(json.dumps({"seconds": seconds, "rss_mb": rss, "code": code}), file=sys.stderr)
 
 
-def measure(workload: Path, method: str, limit: float) -> dict:
+def measure(workload: Path, method: str, limit: float, memory_gb: float | None = None) -> dict:
     out = workload.parent / f"plan-{method}"
+
+    def cap_memory() -> None:
+        if memory_gb is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (int(memory_gb * 2**30), int(memory_gb * 2**30)))
+
+    clock = time.perf_counter()
     try:
         done = subprocess.run([sys.executable, __file__, "--one", str(workload), method, str(out), str(limit)],
-                              capture_output=True, text=True, timeout=limit + 120)
-    except subprocess.TimeoutExpired:
-        return {"seconds": None, "note": f"did not finish in {limit + 120:.0f} s"}
+                              capture_output=True, text=True, timeout=limit + 120, preexec_fn=cap_memory)
+    except subprocess.TimeoutExpired:  # (killed; its peak RSS is the largest of this process's children so far)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        return {"seconds": time.perf_counter() - clock, "note": f"stopped, still running, at {peak:.1f} GB"}
+    said = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("{")]
+    last = said[-1].strip() if said else "failed"
+    if "MemoryError" in done.stderr or "out of memory" in last or done.returncode == -9:  # (-9: the OOM killer)
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        last = f"out of memory at {peak:.1f} GB resident" + (f", {memory_gb:.1f} GB allowed" if memory_gb else "")
     lines = [line for line in done.stderr.splitlines() if line.startswith("{")]
-    if not lines:
-        return {"seconds": None, "note": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    if not lines:  # the process died without its report
+        return {"seconds": time.perf_counter() - clock, "note": last}
     result = json.loads(lines[-1])
     plan_file = out / "plan.json"
     if plan_file.exists() and result["code"] == 0:
         plan = json.loads(plan_file.read_text())
         result.update(total=plan["total_usd"], bound=plan["solver"]["lower_bound_usd"], gap=plan["solver"]["gap"],
                       status=plan["solver"]["status"])
+    elif result["code"] != 0:
+        result["note"] = last
     return result
 
 
@@ -65,6 +81,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--baseline", type=int, nargs="*", default=[50_000])
     parser.add_argument("--baseline-limit", type=float, default=1800.0)
+    parser.add_argument("--baseline-memory", type=float, default=os.sysconf("SC_PAGE_SIZE")
+                        * os.sysconf("SC_PHYS_PAGES") / 2**30, help="GB of address space for the baseline "
+                        "(default: this machine's memory)")
     parser.add_argument("--limit", type=float, default=600.0, help="--time-limit of the engine's runs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -76,7 +95,7 @@ def main() -> None:
             if n in args.sizes or n in args.baseline:
                 row["scale"] = measure(workload, "scale", args.limit)
             if n in args.baseline:
-                row["exact"] = measure(workload, "exact", args.baseline_limit)
+                row["exact"] = measure(workload, "exact", args.baseline_limit, args.baseline_memory)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     print(table(rows))
@@ -95,8 +114,9 @@ def table(rows: list[dict]) -> str:
         if e is None:
             baseline, ratio = "—", "—"
         elif e.get("seconds") is not None and e.get("total") is None and s.get("seconds"):
-            baseline = f"no plan in {e['seconds']:.0f} s"  # stopped at --baseline-limit without one
-            ratio = f"> {e['seconds'] / s['seconds']:.0f}×"
+            # stopped at --baseline-limit without one, or failed (out of memory) after that long
+            baseline = f"no plan in {e['seconds']:.0f} s" + (f" ({e['note']})" if e.get("note") else "")
+            ratio = f"> {e['seconds'] / s['seconds']:.1f}×"
         elif e.get("seconds") is None or e.get("total") is None:
             baseline = e.get("note", "no plan")
             ratio = "—"

@@ -55,6 +55,12 @@ def command(func):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except MemoryError:  # not a bug: the problem is too large for this machine (unsolved, exit 1)
+            if debug:
+                raise
+            click.echo("out of memory: the problem does not fit in this machine's memory (at scale, --method scale "
+                       "plans in far less)", err=True)
+            sys.exit(1)
         except Exception as exc:  # a bug: say so in one line, keep the traceback for --debug
             if debug:
                 raise

@@ -54,6 +54,20 @@ def test_a_broken_highs_falls_back_to_cbc(monkeypatch, caplog):
     assert plan["violations"] == []
 
 
+def test_running_out_of_memory_is_said_in_one_line_with_exit_1(monkeypatch):
+    """A problem too large for the machine is not a bug: one line saying so, and the exit code of an unsolved
+    plan (the bench's baseline runs out of memory at 50,000 contexts)."""
+    from planner import cli
+
+    def too_large(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(cli, "make_plan", too_large)
+    result = CliRunner().invoke(main, ["plan", str(ROOT / "examples/chatbot-prompts/workload.yaml"), "--catalog",
+                                       "aws", "-q"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("out of memory:") and "Traceback" not in result.output
+
+
 def test_a_time_limit_returns_the_best_plan_with_its_gap():
     result = CliRunner().invoke(main, ["plan", str(ROOT / "examples/rag-docs/workload.yaml"), "--catalog", "aws",
                                        "--json", "-q", "--no-baselines", "--time-limit", "2"])
