@@ -475,11 +475,11 @@ def buckets(demand: Demand, limit: int | None = None) -> tuple[Demand, np.ndarra
 
 
 def _tier_groups(inputs: Inputs) -> list[np.ndarray]:
-    """Tiers that use the same rows (same pool resource, same node-priced tier): within a pool, only the
-    cheapest feasible one of a group is ever worth choosing."""
+    """Tiers that use the same rows (same pool resource, same node-priced tier) and GPU load (recompute apart):
+    within a pool, only the cheapest feasible one of a group is ever worth choosing, whatever the prices."""
     res = tier_resource(inputs.tiers)
     node = np.isfinite(inputs.tiers.node_gb)
-    keys = [(int(r), t if node[t] else -1) for t, r in enumerate(res)]
+    keys = [(int(r), t if node[t] else -1, t == RECOMPUTE) for t, r in enumerate(res)]
     return [np.array([t for t, k in enumerate(keys) if k == key]) for key in dict.fromkeys(keys)]
 
 
@@ -1237,15 +1237,13 @@ class OpenColumns:
         self.count = fac.demand.count.astype(float)
         coord = {key: k for k, key in enumerate(coords)}
         node = {t: len(coords) + k for k, t in enumerate(nodes)}
-        T = len(fac.inputs.tiers.names)
-        groups = {}
-        for t in ([RECOMPUTE] if recompute_only else range(T)):
-            key = (int(fac.resource[t]), t if np.isfinite(fac.inputs.tiers.node_gb[t]) else -1, t == RECOMPUTE)
-            groups.setdefault(key, []).append(t)
+        groups = [np.array([RECOMPUTE])] if recompute_only else _tier_groups(fac.inputs)
+        node_priced = np.isfinite(fac.inputs.tiers.node_gb)
         self.const, self.terms = [], []   # per column: direct cost (inf: none allowed); [(coordinate, amount)]
         for g, c in pools:
             terms = pool_terms(fac.offering(g), c, allowed)
-            for (r, t_node, recompute), ts in groups.items():
+            for ts in groups:
+                r, t_node, recompute = int(fac.resource[ts[0]]), ts[0] if node_priced[ts[0]] else -1, ts[0] == RECOMPUTE
                 const = (fac.direct[:, ts] + terms.blocked[:, ts]).min(axis=1)
                 if not np.isfinite(const).any():
                     continue
