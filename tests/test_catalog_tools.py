@@ -1,4 +1,5 @@
-"""Catalog tooling: sanity warnings, `extends`, SkyPilot import on the shared CSVs, and compare."""
+"""Catalog tooling: sanity warnings, `extends`, SkyPilot import on catalog rows kept in tests/data/skypilot,
+and compare."""
 
 import json
 from pathlib import Path
@@ -15,7 +16,7 @@ from planner.skypilot import import_offerings, read_csvs
 from planner.validate import sanity_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
-FACTS = ROOT.parent / "shared" / "facts"
+SKYPILOT = ROOT / "tests" / "data" / "skypilot"  # rows of SkyPilot's catalogs, with their source
 MODELS = load_models()
 
 
@@ -110,15 +111,13 @@ def test_extends_refuses_a_cycle(tmp_path):
     assert result.exit_code == 2 and "extends itself" in result.output
 
 
-def shared(name):
-    path = FACTS / name
-    assert path.exists(), f"the shared facts are expected beside the repository: {path}"
-    return path
+def skypilot_rows(name):
+    return SKYPILOT / name
 
 
 def test_skypilot_import_of_the_aws_csv():
-    frame = read_csvs([shared("aws_us-east-1_gpu_vms.csv")])
-    raw = pd.read_csv(shared("aws_us-east-1_gpu_vms.csv"), comment="#")
+    frame = read_csvs([skypilot_rows("aws_us-east-1_gpu_vms.csv")])
+    raw = pd.read_csv(skypilot_rows("aws_us-east-1_gpu_vms.csv"), comment="#")
     assert len(frame) == len(raw) == 104
     result = import_offerings(frame, "us-east-1", set(known_gpus()), "aws")
     types = raw["InstanceType"].nunique()
@@ -145,8 +144,8 @@ def test_skypilot_import_of_the_aws_csv():
 
 def test_skypilot_import_adds_gcp_host_and_gpu_rows(tmp_path):
     out = tmp_path / "gcp.yaml"
-    result = CliRunner().invoke(main, ["catalogs", "import-skypilot", str(shared("gcp_gpu_vms_hostonly.csv")),
-                                       str(shared("gcp_gpu_accelerator_rows.csv")), "--provider", "gcp",
+    result = CliRunner().invoke(main, ["catalogs", "import-skypilot", str(skypilot_rows("gcp_gpu_vms_hostonly.csv")),
+                                       str(skypilot_rows("gcp_gpu_accelerator_rows.csv")), "--provider", "gcp",
                                        "--region", "us-east4", "--as-of", "2026-11-26", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "unknown GPU 'H100-MEGA'" in result.output  # a3-megagpu-8g: reported, not guessed
@@ -164,12 +163,12 @@ def test_skypilot_import_adds_gcp_host_and_gpu_rows(tmp_path):
 
 
 def test_skypilot_import_of_lambda_and_azure_csvs():
-    frame = read_csvs([shared("lambda_gpu_vms.csv")])
+    frame = read_csvs([skypilot_rows("lambda_gpu_vms.csv")])
     result = import_offerings(frame, "us-east-1", set(known_gpus()), "lambda")
-    assert result.rows_read == len(pd.read_csv(shared("lambda_gpu_vms.csv"), comment="#"))
+    assert result.rows_read == len(pd.read_csv(skypilot_rows("lambda_gpu_vms.csv"), comment="#"))
     assert "gpu_8x_a100_80gb_sxm4" in {o["name"] for o in result.offerings}
     assert "spot" not in next(o for o in result.offerings if o["name"] == "gpu_8x_a100_80gb_sxm4")["price_per_hour"]
-    azure = import_offerings(read_csvs([shared("azure_gpu_vms.csv")]), "eastus", set(known_gpus()), "azure")
+    azure = import_offerings(read_csvs([skypilot_rows("azure_gpu_vms.csv")]), "eastus", set(known_gpus()), "azure")
     nd = next(o for o in azure.offerings if o["name"] == "Standard_ND96amsr_A100_v4")
     assert nd["price_per_hour"]["on_demand"] == pytest.approx(32.77) and nd["gpus"] == 8
 

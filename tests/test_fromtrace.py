@@ -1,16 +1,18 @@
 """Workloads from traces (planner/fromtrace.py, `kvplan workload from-trace`): tiny hand-made traces whose contexts
-and rates are known, bad input, and the shared Mooncake and Azure traces built into the bundled examples and
-planned end to end."""
+and rates are known, bad input, and excerpts of the real Mooncake and Azure traces (tests/data/traces, with their
+source and licence) built into workloads, checked against the bundled examples, and planned end to end."""
 
 from __future__ import annotations
 
 import json
+import lzma
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from planner.catalog import load_catalog, load_models
@@ -21,9 +23,9 @@ from planner.traces import read_azure, read_mooncake
 from planner.workload import load_workload
 
 REPO = Path(__file__).resolve().parents[1]
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
-MOONCAKE = TRACES / "mooncake" / "conversation_trace.jsonl"
-AZURE = TRACES / "azure" / "AzureLLMInferenceTrace_conv.csv"
+TRACES = REPO / "tests" / "data" / "traces"
+MOONCAKE_1000 = TRACES / "mooncake" / "conversation_trace.first1000.jsonl.xz"  # its first 1,000 lines
+AZURE_500 = TRACES / "azure" / "AzureLLMInferenceTrace_conv.first500.csv"      # its first 500 rows
 MODELS = load_models()
 LLAMA = MODELS["Llama-3.1-8B"]
 MONTH_S = 730 * 3600
@@ -146,36 +148,80 @@ def test_an_unknown_model_is_bad_input(tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("error: --model GPT-9: unknown model (known: ")
 
 
-# --- the shared traces ---------------------------------------------------------------------------------------
+# --- excerpts of the real traces ------------------------------------------------------------------------------
 
-needs_traces = pytest.mark.skipif(not (MOONCAKE.exists() and AZURE.exists()),
-                                  reason=f"the shared traces are not at {TRACES}")
+def mooncake_first_1000(folder: Path) -> Path:
+    """The first 1,000 lines of the Mooncake conversation trace, under the trace's own file name."""
+    path = folder / "conversation_trace.jsonl"
+    path.write_bytes(lzma.decompress(MOONCAKE_1000.read_bytes()))
+    return path
 
 
-@needs_traces
-@pytest.mark.parametrize("example, trace_format, trace, catalog", [
-    ("mooncake-conversation", "mooncake", MOONCAKE, "lambda"),
-    ("azure-conversation", "azure", AZURE, "aws"),
-])
-def test_the_examples_are_what_the_command_makes_and_they_plan(tmp_path, example, trace_format, trace, catalog):
-    folder = REPO / "examples" / example
-    command = re.search(r"^# Made by: kvplan (.*)$", (folder / "workload.yaml").read_text(), re.M).group(1).split()
-    assert command[:4] == ["workload", "from-trace", trace_format, trace.name]
-    out = tmp_path / example / "workload.yaml"
+def made_by(example: str) -> list[str]:
+    """The kvplan arguments an example's workload.yaml says it was made with."""
+    text = (REPO / "examples" / example / "workload.yaml").read_text()
+    return re.search(r"^# Made by: kvplan (.*)$", text, re.M).group(1).split()
+
+
+def test_the_mooncake_example_is_what_the_command_makes_and_it_plans(tmp_path):
+    trace = mooncake_first_1000(tmp_path)
+    command = made_by("mooncake-conversation")
+    assert command[:4] == ["workload", "from-trace", "mooncake", trace.name] and "--limit" in command
+    out = tmp_path / "mooncake-conversation" / "workload.yaml"
     result = CliRunner().invoke(main, [*command[:3], str(trace), *command[4:], "--out", str(out), "-q"])
     assert result.exit_code == 0, (result.output, result.exception)
+    folder = REPO / "examples" / "mooncake-conversation"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["workload.contexts.csv", "workload.yaml"]
     for made in sorted(out.parent.iterdir()):
         assert made.read_bytes() == (folder / made.name).read_bytes(), made.name
-    plan = make_plan(load_workload(folder / "workload.yaml", MODELS), load_catalog(catalog, MODELS), baselines=False)
+    plan = make_plan(load_workload(folder / "workload.yaml", MODELS), load_catalog("lambda", MODELS), baselines=False)
     assert plan["violations"] == [] and plan["total_usd"] > 0
 
 
-@needs_traces
-def test_the_readme_states_the_full_mooncake_trace_figures():
-    built = mooncake_workload(read_mooncake(MOONCAKE), LLAMA)
-    readme = " ".join((REPO / "README.md").read_text().split())
-    assert f"{built.reusable_share:.1%} of its prefill tokens are reusable" in readme
-    assert f"{len(built.contexts):,} contexts" in readme and f"{built.requests:,} requests" in readme
+def test_the_real_mooncake_excerpt_matches_a_request_by_request_reading_of_the_rule(tmp_path):
+    lines = [json.loads(line) for line in mooncake_first_1000(tmp_path).read_text().splitlines()]
+    rows = [(item["timestamp"] / 1000, item["input_length"], item["output_length"], item["hash_ids"])
+            for item in lines]
+    built = mooncake_workload(read_mooncake(tmp_path / "conversation_trace.jsonl"), LLAMA)
+    reads = naive_reads(rows)
+    assert len(built.contexts) == len(reads) and built.reads == sum(len(items) for items in reads.values())
+    by_id = built.contexts.set_index("id")
+    for (line, b), items in reads.items():
+        assert by_id.loc[f"line{line}-{b}blk", "tokens"] == items[0][0]
+    assert built.reusable_share == pytest.approx(sum(i[0] for items in reads.values() for i in items)
+                                                 / sum(r[1] for r in rows))
+    # the figures examples/mooncake-conversation/README.md states for these requests
+    readme = " ".join((REPO / "examples" / "mooncake-conversation" / "README.md").read_text().split())
+    assert f"{len(reads)} contexts" in readme and f"read by {built.reads} of the {len(rows):,} requests" in readme
+    assert f"{built.reusable_share:.1%} of the prefill tokens" in readme
+    assert f"({built.span_s:.0f} s)" in readme
+
+
+def test_the_azure_excerpt_with_the_examples_command_gives_its_rates_and_means(tmp_path):
+    command = made_by("azure-conversation")
+    assert command[:4] == ["workload", "from-trace", "azure", "AzureLLMInferenceTrace_conv.csv"]
+    out = tmp_path / "azure" / "workload.yaml"
+    result = CliRunner().invoke(main, [*command[:3], str(AZURE_500), *command[4:], "--out", str(out), "-q"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    rows = pd.read_csv(AZURE_500)
+    seconds = (pd.to_datetime(rows["TIMESTAMP"]) - pd.to_datetime(rows["TIMESTAMP"]).min()).dt.total_seconds()
+    span = seconds.max()
+    windows = int(np.ceil(span / 60))  # 60 s windows from the first arrival; the last one closes at the span
+    busiest = max(((seconds >= 60 * w) & ((seconds < 60 * (w + 1)) | (w == windows - 1))).sum()
+                  for w in range(windows))
+    made = yaml.safe_load(out.read_text())
+    example = yaml.safe_load((REPO / "examples" / "azure-conversation" / "workload.yaml").read_text())
+    assert made["traffic"] == {"requests_per_month": round(len(rows) * 730 * 3600 / span, 3),
+                               "prompt_tokens": round(rows["ContextTokens"].mean()),
+                               "output_tokens": round(rows["GeneratedTokens"].mean())}
+    assert made["peak_to_mean"] == round(busiest / (len(rows) / windows), 3)
+    assert {k: v for k, v in made.items() if k not in ("traffic", "peak_to_mean", "name")} == \
+        {k: v for k, v in example.items() if k not in ("traffic", "peak_to_mean", "name")}
+    plan = make_plan(load_workload(out, MODELS), load_catalog("aws", MODELS), baselines=False)
+    assert plan["violations"] == [] and plan["total_usd"] > 0
+    example_plan = make_plan(load_workload(REPO / "examples" / "azure-conversation" / "workload.yaml", MODELS),
+                             load_catalog("aws", MODELS), baselines=False)
+    assert example_plan["violations"] == [] and example_plan["total_usd"] > 0
 
 
 def arrival_order(rows: list[tuple]) -> list[int]:
