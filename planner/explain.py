@@ -27,8 +27,8 @@ import pandas as pd
 
 from .costmodel import PATH_BLOCK, PATH_NETWORK, Demand, Options, evaluate
 from .errors import InputError
-from .plan import (SCALE_CLASSES, Model, Placement, Priced, background_table, option_table, price,
-                   solve_restricted)
+from .plan import (SCALE_CLASSES, Model, Placement, Priced, background_table, carrying_background, option_table,
+                   price, solve_restricted)
 
 SLACK = 1e-6          # a row counts as full above (1 − SLACK) of its capacity
 RESOURCES = ("gpu", "hbm_gb", "host_gb", "nvme_gb", "network_gbs", "block_gbs")
@@ -41,7 +41,7 @@ def _usage(model: Model, placement: Placement, priced: Priced) -> tuple[np.ndarr
     o, n = priced.options, placement.instances.astype(float)
     kinds = np.asarray(T.kinds, dtype=object)[o.t]
     used, cap = np.zeros((G, 6)), np.zeros((G, 6))
-    bg_g = np.flatnonzero(placement.background_share > 0)
+    bg_g = carrying_background(placement.background_share)
     used[:, 0] = np.bincount(o.g, o.gpu_load, G) + np.bincount(bg_g, priced.background_share
                                                                 * priced.background.gpu_load, G)
     for r, selected, amount in ((1, kinds == "hbm", o.stored_gb), (2, kinds == "host_memory", o.stored_gb),

@@ -25,6 +25,12 @@ from .costmodel import PATH_BLOCK, PATH_NETWORK, Fleet, Options, Tiers
 from .errors import log
 
 
+# The solver's integrality tolerance: an integer variable within it of a whole number counts as that number, so
+# a background share x_j <= n_g can be up to this much on an offering with no instance. Shares within it are zero
+# (MODEL.md §5, linking): in the solver's rounding (`shares`) and when a priced plan is checked alike.
+SOLVER_TOLERANCE = 1e-6
+
+
 @dataclass(frozen=True)
 class Problem:
     """Everything the program reads: allowed options, the background's options, and the fleet's capacities."""
@@ -293,9 +299,11 @@ def solution_of(p: Problem, result: Solved, clock: float) -> Solution:
                     z, x, n, h, m)
 
 
-def shares(values: list[float]) -> np.ndarray:
-    """Background shares without the solver's round-off: non-negative, adding up to 1."""
-    x = np.maximum(np.array(values, dtype=float), 0.0)
+def shares(values) -> np.ndarray:
+    """Background shares without the solver's round-off: those within SOLVER_TOLERANCE of zero are zero (a share
+    x_j <= n_g on an offering whose n_g rounds to 0 can be that large), the rest add up to 1."""
+    x = np.array(values, dtype=float)
+    x[x <= SOLVER_TOLERANCE] = 0.0
     return x / x.sum() if len(x) and x.sum() > 0 else x
 
 
@@ -339,7 +347,7 @@ def _silence_highs_banner() -> None:
 # when the plan is priced); integrality keeps HiGHS's default 1e-6: below it (1e-7 to 1e-9 alike) HiGHS 1.16's
 # MIP presolve (strengthenInequalities) can loop forever, ignoring the time limit, as it did on a fixed-fleet
 # placement of a rag-docs scenario that solves in 1.2 s at 1e-6. Solutions are rounded to whole numbers anyway.
-HIGHS_OPTIONS = {"random_seed": 0, "primal_feasibility_tolerance": 1e-9, "mip_feasibility_tolerance": 1e-6}
+HIGHS_OPTIONS = {"random_seed": 0, "primal_feasibility_tolerance": 1e-9, "mip_feasibility_tolerance": SOLVER_TOLERANCE}
 
 
 class _StartedHiGHS(pulp.HiGHS):

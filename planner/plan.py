@@ -20,7 +20,7 @@ from .catalog import Catalog, ModelCard
 from .costmodel import (PATH_BLOCK, PATH_NETWORK, RECOMPUTE, Demand, Fleet, Options, Settings, Tiers,
                         build_fleet, build_tiers, evaluate, grid)
 from .errors import Infeasible, InputError
-from .formulation import Problem, Solution, solve
+from .formulation import SOLVER_TOLERANCE, Problem, Solution, shares, solve
 from .workload import Workload, background_demand, demand_classes
 
 TOLERANCE = 1e-6  # relative slack when checking a plan's capacities
@@ -173,7 +173,21 @@ def placement_from(model: Model, problem: Problem, solution: Solution) -> Placem
     offering[order], tier[order] = o.g[chosen], o.t[chosen]
     share = np.zeros(len(model.fleet.names))
     np.add.at(share, problem.background.g, solution.x)
-    return Placement(offering, tier, solution.n, solution.h, share, solution.m)
+    return settled(model, Placement(offering, tier, solution.n, solution.h, share, solution.m))
+
+
+def settled(model: Model, placement: Placement) -> Placement:
+    """A solver's placement without its round-off: background shares within the solver's tolerance are zero
+    (the rest add up to 1), and an offering with no instance keeps no HBM cache."""
+    hbm_cache = placement.hbm_cache
+    if model.workload.mode == "provisioned":
+        hbm_cache = np.where(placement.instances > 0, hbm_cache, 0)
+    return dataclasses.replace(placement, background_share=shares(placement.background_share), hbm_cache=hbm_cache)
+
+
+def carrying_background(share: np.ndarray) -> np.ndarray:
+    """The offerings a plan's background shares put traffic on (shares within the solver's tolerance are none)."""
+    return np.flatnonzero(share > SOLVER_TOLERANCE)
 
 
 def solve_restricted(model: Model, table: Options, background: Options, keep: np.ndarray, *, solver: str,
@@ -234,7 +248,7 @@ def price(model: Model, placement: Placement) -> Priced:
     g, t = placement.offering, placement.tier
     c = placement.hbm_cache[g] if len(g) else g
     o = model.options(model.context_class, g, t, c)
-    bg_g = np.flatnonzero(placement.background_share > 0)
+    bg_g = carrying_background(placement.background_share)
     bg = model.background_options(bg_g, placement.hbm_cache[bg_g])
     share = placement.background_share[bg_g]
     n = placement.instances
@@ -281,15 +295,15 @@ def _violations(model: Model, placement: Placement, o: Options, bg: Options, sha
     for i in np.flatnonzero(o.available & ~o.meets_slo)[:5]:
         found.append(f"context {ids[i]}: TTFT {o.ttft_s[i]:.3f} s or TPOT misses its SLO")
     if len(model.background.count):
-        if abs(share.sum() - 1) > 1e-6:
-            found.append(f"background shares add up to {share.sum():.6f}, not 1")
+        if abs(placement.background_share.sum() - 1) > SOLVER_TOLERANCE:
+            found.append(f"background shares add up to {placement.background_share.sum():.6f}, not 1")
         if not bg.allowed.all():
             found.append("background traffic is placed where it misses its SLO")
     if model.workload.mode != "provisioned":
         return found
     n = placement.instances
     G = len(F.names)
-    bg_g = np.flatnonzero(placement.background_share > 0)
+    bg_g = carrying_background(placement.background_share)
     used = np.bincount(o.g, minlength=G) + np.bincount(bg_g, minlength=G)
     for gi in np.flatnonzero((used > 0) & (n < 1)):
         found.append(f"{F.names[gi]} serves traffic with no instance")
@@ -452,8 +466,8 @@ def _scale_solver(model: Model, gap: float, time_limit: float | None, progress: 
         order = np.argsort(model.context_class, kind="stable")
         offering, tier = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
         offering[order], tier[order] = result.offering[rows], result.tier[rows]
-        placement = Placement(offering, tier, result.instances, result.hbm_cache, result.background_share,
-                              result.nodes)
+        placement = settled(model, Placement(offering, tier, result.instances, result.hbm_cache,
+                                             result.background_share, result.nodes))
         bound = min(result.bound, result.objective)
         gap_value = max(0.0, (result.objective - bound) / max(abs(result.objective), 1e-12))
         status = "optimal" if gap_value <= gap else "feasible"
@@ -510,15 +524,15 @@ def to_json(model: Model, placement: Placement, priced: Priced, solution: Soluti
     o = priced.options
     provisioned = w.mode == "provisioned"
     G = len(F.names)
+    bg_g = carrying_background(placement.background_share)
     bg_on = np.zeros(G)
-    bg_on[np.flatnonzero(placement.background_share > 0)] = 1
+    bg_on[bg_g] = 1
     carrying = np.bincount(o.g, minlength=G) + bg_on
-    load = np.bincount(o.g, o.gpu_load, G) + np.bincount(
-        np.flatnonzero(placement.background_share > 0), priced.background_share * priced.background.gpu_load, G)
+    load = np.bincount(o.g, o.gpu_load, G) + np.bincount(bg_g, priced.background_share * priced.background.gpu_load, G)
     fleet = []
     for g in range(G):
         if placement.instances[g] == 0 and carrying[g] == 0:
-            continue
+            continue  # neither rented nor used (a used offering with no instance is a violation, shown)
         row = {"offering": F.names[g], "instances": int(placement.instances[g]), "usd": _rounded(priced.fleet_usd[g]),
                "price_per_hour": float(F.price[g]), "gpus": int(F.gpus[g]), "tp": int(F.tp[g]),
                "hbm_cache": bool(placement.hbm_cache[g]), "contexts": int(np.sum(o.g == g)),

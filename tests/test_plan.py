@@ -181,3 +181,53 @@ def test_contexts_from_parquet_plan_like_csv(tmp_path):
     from_parquet = load_workload(tmp_path / "workload.yaml", MODELS)
     from_csv = load_workload(source / "workload.yaml", MODELS)
     pd.testing.assert_frame_equal(from_parquet.contexts, from_csv.contexts)
+
+
+REPRO = ROOT / "tests" / "data" / "repro" / "background-share"  # see its README.md
+
+
+def test_a_background_share_within_the_solvers_tolerance_is_no_traffic():
+    """Two offerings: a10g-x1-0 ($1.383/h, uncapped) and one a100-80gb-x1-1 at most ($4.727/h). Every option
+    that costs the least GPU time on a10g-x1-0 (the cache in host memory or on NVMe) costs nothing else, so
+    renting only a10g-x1-0 costs ceil(least load / one instance's capacity) instances. Context c4 cannot run on
+    the single a100 (its least load there exceeds one instance's capacity), so a plan that rents the a100 still
+    needs ceil(c4's load / capacity) a10g instances for c4 alone, and the a100 on top: dearer here."""
+    from planner.plan import background_table, option_table, prepare
+
+    workload = load_workload(REPRO / "workload.yaml", MODELS)
+    catalog = load_catalog(str(REPRO / "catalog.yaml"), MODELS)
+    model = prepare(workload, catalog)
+    table, background = option_table(model), background_table(model)
+    F, H = model.fleet, workload.hours_per_month
+    a10g, a100 = F.names.index("a10g-x1-0"), F.names.index("a100-80gb-x1-1")
+
+    def least_load(k, g):
+        rows = np.flatnonzero((table.k == k) & (table.g == g) & table.allowed)
+        return table.gpu_load[rows].min(), rows[table.gpu_load[rows] == table.gpu_load[rows].min()]
+
+    load = 0.0
+    for k, count in enumerate(model.demand.count):
+        least, rows = least_load(k, a10g)
+        assert (table.direct_usd[rows] == 0).any()  # the least-load option stores for free
+        load += count * least
+    load += background.gpu_load[(background.g == a10g) & background.allowed].min()
+    instances = math.ceil(load / F.gpu_capacity[a10g])
+    optimum = instances * F.price[a10g] * H
+    c4 = model.context_class[list(workload.contexts["id"]).index("c4")]
+    assert least_load(c4, a100)[0] > F.gpu_capacity[a100] * F.max_instances[a100]
+    with_a100 = math.ceil(least_load(c4, a10g)[0] / F.gpu_capacity[a10g]) * F.price[a10g] + F.price[a100]
+    assert with_a100 * H > optimum
+
+    plan = make_plan(workload, catalog, baselines=False)
+    assert plan["violations"] == []
+    assert plan["fleet"] == [{**plan["fleet"][0], "offering": "a10g-x1-0", "instances": instances,
+                              "hbm_cache": False, "background_share": 1.0}]
+    assert plan["total_usd"] == pytest.approx(optimum, abs=0.005)
+
+    from click.testing import CliRunner
+    from planner.cli import main
+
+    result = CliRunner().invoke(main, ["plan", str(REPRO / "workload.yaml"), "--catalog",
+                                       str(REPRO / "catalog.yaml"), "--no-baselines", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "VIOLATIONS" not in result.output and "a100-80gb-x1-1" not in result.output
