@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .catalog import Catalog, ModelCard, Offering
+from .inputs.catalog import Catalog, ModelCard, Offering
 
 RECOMPUTE = 0
 PATH_NONE, PATH_NETWORK, PATH_BLOCK = 0, 1, 2

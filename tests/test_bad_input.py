@@ -376,8 +376,8 @@ def test_debug_keeps_the_exception(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert type(result.exception).__name__ == "InputError"
 
 
-# A valid edge input: background traffic alone (no contexts). It crashed in plan.py _violations (an int64
-# bincount of the empty context arrays plus the float background load) until `.astype(float)` was added.
+# A valid edge input: background traffic alone (no contexts): the capacity checks add the float background
+# load to the empty context arrays' bincounts.
 def test_traffic_only_workload_plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     write_files(tmp_path, {"workload.yaml": workload(contexts=DROP, traffic={

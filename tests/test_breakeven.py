@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from planner import breakeven
-from planner.catalog import load_catalog, load_models
+from planner.analyses import breakeven
 from planner.cli import main
+from planner.inputs.catalog import load_catalog, load_models
 
 MODELS = load_models()
 PAPER = load_catalog("paper-2025", MODELS)
@@ -23,7 +23,8 @@ def test_paper_breakeven_matches_the_hand_computation():
     """Storing for a month costs the storage and one prefill to build the cache; each reuse then saves one
     prefill (no prompt, no output: nothing else differs). Break-even: (storage + build) / prefill reuses."""
     g = breakeven.default_offering(CARD, PAPER)
-    frame = breakeven.table(CARD, PAPER, np.array([10_000]), g, breakeven.Setting(prompt_tokens=0, output_tokens=0))
+    frame = breakeven.breakeven_table(CARD, PAPER, np.array([10_000]), g,
+                                      breakeven.Setting(prompt_tokens=0, output_tokens=0))
     row = frame.set_index("tier").loc["ebs_io2"]
     per_month = (STORAGE_USD_PER_HOUR * 730 + PREFILL_USD) / PREFILL_USD
     assert row["breakeven_per_month"] == pytest.approx(per_month, rel=1e-9)
@@ -39,7 +40,7 @@ def test_paper_cost_ratio_within_one_hour():
     output: C_text = C_GPU·N·T_prefill(L); C_KV = C_GPU·T_prefill(L) + C_storage·S·T."""
     g = breakeven.default_offering(CARD, PAPER)
     setting = breakeven.Setting(prompt_tokens=0, output_tokens=0, hours_per_month=1.0)
-    frame = breakeven.table(CARD, PAPER, np.array([10_000]), g, setting, reuses_per_hour=5.0)
+    frame = breakeven.breakeven_table(CARD, PAPER, np.array([10_000]), g, setting, reuses_per_hour=5.0)
     c_text = 5 * PREFILL_USD
     c_kv = PREFILL_USD + STORAGE_USD_PER_HOUR * 1.0
     assert frame.set_index("tier").loc["ebs_io2", "cost_ratio"] == pytest.approx(c_text / c_kv, rel=1e-9)
@@ -51,7 +52,7 @@ def test_breakeven_falls_with_length_where_storage_is_cheap():
     aws = load_catalog("aws", MODELS)
     card = MODELS["Llama-3.1-8B"]
     g = breakeven.default_offering(card, aws)
-    frame = breakeven.table(card, aws, np.array([1_000, 10_000, 100_000]), g).set_index(["tier", "tokens"])
+    frame = breakeven.breakeven_table(card, aws, np.array([1_000, 10_000, 100_000]), g).set_index(["tier", "tokens"])
     s3 = frame.loc["s3_standard", "breakeven_per_hour"].to_numpy()
     assert np.all(np.diff(s3) < 0) and np.all(s3 > 0)
 

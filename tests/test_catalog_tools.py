@@ -9,11 +9,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from planner.catalog import known_gpus, load_catalog, load_models, parse_catalog
 from planner.cli import main
-from planner.errors import InputError
-from planner.skypilot import import_offerings, read_csvs
-from planner.validate import sanity_warnings
+from planner.inputs.catalog import known_gpus, load_catalog, load_models, parse_catalog
+from planner.inputs.errors import InputError
+from planner.inputs.skypilot import import_offerings, read_csvs
+from planner.inputs.validate import sanity_warnings
 
 ROOT = Path(__file__).resolve().parent.parent
 SKYPILOT = ROOT / "tests" / "data" / "skypilot"  # rows of SkyPilot's catalogs, with their source
@@ -221,7 +221,7 @@ def test_catalogs_list_and_show():
 
 @pytest.mark.parametrize("offerings", [None, [None], [{"name": "x", "price_per_hour": "cheap"}]])
 def test_discounts_on_broken_offerings_give_an_input_error(tmp_path, offerings):
-    """Found by hypothesis: a discount over missing or malformed offerings used to crash (TypeError)."""
+    """A discount over missing or malformed offerings is an input error naming the file (a case hypothesis found)."""
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"name": "c", "as_of": "2026-11-26", "discounts": {"on_demand": 0.1},
                                     "offerings": offerings, "tiers": []}))

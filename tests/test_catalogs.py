@@ -5,7 +5,7 @@ import logging
 import pytest
 import yaml
 
-from planner.catalog import ATTACHED_KINDS, bundled_dir, load_catalog, load_models
+from planner.inputs.catalog import ATTACHED_KINDS, bundled_dir, load_catalog, load_models
 
 BUNDLED = ["aws", "paper-2025"]
 
@@ -74,8 +74,8 @@ def test_paper_catalog_states_the_papers_assumptions():
 
 def test_unknown_catalog_name_with_a_line_break_stays_one_line():
     """Found by the catalog fuzz test: a mutated `extends:` of "\\n" made a two-line error."""
-    from planner.catalog import load_catalog, load_models
-    from planner.errors import InputError
+    from planner.inputs.catalog import load_catalog, load_models
+    from planner.inputs.errors import InputError
 
     with pytest.raises(InputError) as info:
         load_catalog("\n", load_models())
@@ -84,8 +84,8 @@ def test_unknown_catalog_name_with_a_line_break_stays_one_line():
 
 def test_removing_from_a_null_list_is_an_input_error(tmp_path):
     """Found by the catalog fuzz test: `tiers: null` with `remove_tiers: []` raised a TypeError."""
-    from planner.catalog import load_catalog, load_models
-    from planner.errors import InputError
+    from planner.inputs.catalog import load_catalog, load_models
+    from planner.inputs.errors import InputError
 
     path = tmp_path / "cat.yaml"
     path.write_text("name: x\nas_of: '2026-11-26'\nofferings: []\ntiers: null\nremove_tiers: []\n")

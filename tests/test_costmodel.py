@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner.catalog import load_catalog, load_models
 from planner.costmodel import tensor_parallel
-from planner.plan import make_plan, option_table, prepare
-from planner.workload import parse_workload
+from planner.inputs.catalog import load_catalog, load_models
+from planner.inputs.workload import parse_workload
+from planner.plan.options import option_table, prepare
+from planner.plan.runner import make_plan
 
 MODELS = load_models()
 PAPER = load_catalog("paper-2025", MODELS)
@@ -176,7 +177,7 @@ def test_storage_request_and_transfer_charges_by_hand():
                                  "read_request_price": 4e-7, "write_request_price": 5e-6, "retrieval_per_gb": 0.01,
                                  "transfer_per_gb": 0.02, "first_byte_latency_s": 0.02, "read_gbps": 2.0,
                                  "object_tokens": 256}]}
-    from planner.catalog import parse_catalog
+    from planner.inputs.catalog import parse_catalog
     catalog = parse_catalog(raw, "test-catalog.yaml", MODELS)
     table = option_table(prepare(w, catalog))
     row = np.flatnonzero(table.t == 1)[0]

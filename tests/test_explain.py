@@ -5,16 +5,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 
-from planner import explain
-from planner.catalog import load_catalog, load_models
+from planner.analyses import explain
 from planner.cli import main
-from planner.plan import make_plan, prepare, price, saved_inputs, saved_placement
-from planner.workload import parse_workload
+from planner.inputs.catalog import load_catalog, load_models
+from planner.plan.files import saved_inputs, saved_placement
+from planner.plan.options import prepare
+from planner.plan.pricing import price
+from planner.plan.runner import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = load_models()
@@ -22,14 +22,9 @@ AWS = load_catalog("aws", MODELS)
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(tmp_path_factory, rag_docs_head):
     """The first 80 documents of the rag-docs example, planned to a 1e-9 gap, saved and read back."""
-    folder = ROOT / "examples" / "rag-docs"
-    data = yaml.safe_load((folder / "workload.yaml").read_text())
-    data.pop("contexts_file")
-    data["contexts"] = pd.read_csv(folder / "contexts.csv").head(80).to_dict(orient="records")
-    plan = json.loads(json.dumps(make_plan(parse_workload(data, "rag80.yaml", MODELS, folder), AWS, gap=1e-9,
-                                           baselines=False)))
+    plan = json.loads(json.dumps(make_plan(rag_docs_head(80), AWS, gap=1e-9, baselines=False)))
     path = tmp_path_factory.mktemp("explain") / "plan.json"
     path.write_text(json.dumps(plan))
     model = prepare(*saved_inputs(plan, str(path)))

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from planner.catalog import load_catalog, load_models, parse_catalog
+from planner.analyses.forecast import forecast, monthly_reuses, parse_budget, parse_growth
 from planner.cli import main
-from planner.errors import Infeasible
-from planner.forecast import forecast, monthly_reuses, parse_budget, parse_growth
-from planner.plan import make_plan
-from planner.workload import parse_workload
+from planner.inputs.catalog import load_catalog, load_models, parse_catalog
+from planner.inputs.errors import Infeasible
+from planner.inputs.workload import parse_workload
+from planner.plan.runner import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = load_models()
@@ -39,7 +39,7 @@ def workload(contexts, mode="provisioned", **extra):
 def method(request, monkeypatch):
     """Both ways a horizon is solved: as one program (small horizons) and month by month (large ones)."""
     if request.param == "by_month":
-        monkeypatch.setattr("planner.forecast.WHOLE_PROGRAM_MAX_OPTIONS", 0)
+        monkeypatch.setattr("planner.analyses.horizon.WHOLE_PROGRAM_MAX_OPTIONS", 0)
     return request.param
 
 
@@ -166,16 +166,16 @@ def two_sizes_catalog(tiers=()):
 
 
 def test_growing_months_by_month_equal_their_own_plans(monkeypatch):
-    from planner.forecast import _no_cheaper as no_cheaper
+    from planner.analyses.horizon import no_cheaper
 
     """Month by month, a month whose every option costs no less than the month before inherits that month's
     bound and tries the month before's fleet first; the fleet must still grow when reuse does. Each month's
     cost equals the optimal plan of that month alone (moves aside), and the bound stays below the total."""
-    import planner.forecast as fc
+    import planner.analyses.horizon as horizon
 
-    monkeypatch.setattr(fc, "WHOLE_PROGRAM_MAX_OPTIONS", 0)
+    monkeypatch.setattr(horizon, "WHOLE_PROGRAM_MAX_OPTIONS", 0)
     easier = []
-    monkeypatch.setattr(fc, "_no_cheaper", lambda *a: easier.append(no_cheaper(*a)) or easier[-1])
+    monkeypatch.setattr(horizon, "no_cheaper", lambda *a: easier.append(no_cheaper(*a)) or easier[-1])
     contexts = [dict(ONE[0], id=f"c{i}", tokens=4000 + 6000 * i, reuses_per_month=10_000 * (i + 1))
                 for i in range(8)]
     catalog = two_sizes_catalog(tiers=[{"name": "host", "kind": "host_memory"}, OBJECT])
@@ -194,7 +194,7 @@ def test_growing_months_by_month_equal_their_own_plans(monkeypatch):
 
 
 def test_a_month_inherits_a_bound_only_from_an_easier_month():
-    from planner.forecast import build_horizon, _no_cheaper
+    from planner.analyses.horizon import build_horizon, no_cheaper
 
     contexts = [dict(ONE[0], id=f"c{i}", tokens=4000 + 6000 * i, reuses_m1=100.0, reuses_m2=150.0, reuses_m3=120.0)
                 for i in range(3)]
@@ -203,18 +203,18 @@ def test_a_month_inherits_a_bound_only_from_an_easier_month():
     reuses = monthly_reuses(w, 3)
     hz = build_horizon(w, catalog, 3, reuses, commitments=(), spot_share=0.0, budget=None, traffic_growth=0.0)
     unpaid = np.zeros((3, 2), dtype=np.int64)
-    assert _no_cheaper(hz, 1, unpaid)         # reuses grow: month 2 costs no less than month 1
-    assert not _no_cheaper(hz, 2, unpaid)     # they fall: month 3 may cost less than month 2
+    assert no_cheaper(hz, 1, unpaid)         # reuses grow: month 2 costs no less than month 1
+    assert not no_cheaper(hz, 2, unpaid)     # they fall: month 3 may cost less than month 2
     paid = unpaid.copy()
     paid[1, 0] = 1                            # an instance already paid for in month 2 only
-    assert not _no_cheaper(hz, 1, paid)
+    assert not no_cheaper(hz, 1, paid)
 
 
 def test_the_month_by_month_bound_prices_spot_at_its_share(monkeypatch):
     """At most half the instances may be spot: no instance-month costs less than 0.5 · 10 + 0.5 · 2 = $6/h, so
     the bound of one instance for two months is 2 · 730 · 6 (spot alone, $2/h, would give a third of that). One
     instance cannot be half spot: the plan runs it on demand."""
-    monkeypatch.setattr("planner.forecast.WHOLE_PROGRAM_MAX_OPTIONS", 0)
+    monkeypatch.setattr("planner.analyses.horizon.WHOLE_PROGRAM_MAX_OPTIONS", 0)
     catalog = parse_catalog({"name": "box", "as_of": "2026-11-26", "offerings": [
         {"name": "box", "gpu": "L40S", "gpus": 1, "price_per_hour": {"on_demand": 10.0, "spot": 2.0},
          "host_memory_gb": 64, "network_gbps": 25}], "tiers": []}, "box.yaml", MODELS)

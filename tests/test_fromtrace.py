@@ -15,12 +15,12 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from planner.catalog import load_catalog, load_models
 from planner.cli import main
-from planner.fromtrace import azure_workload, mooncake_workload, peak_to_mean
-from planner.plan import make_plan
-from planner.traces import read_azure, read_mooncake
-from planner.workload import load_workload
+from planner.inputs.catalog import load_catalog, load_models
+from planner.inputs.fromtrace import azure_workload, mooncake_workload, peak_to_mean
+from planner.inputs.traces import read_azure, read_mooncake
+from planner.inputs.workload import load_workload
+from planner.plan.runner import make_plan
 
 REPO = Path(__file__).resolve().parents[1]
 TRACES = REPO / "tests" / "data" / "traces"

@@ -10,10 +10,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.catalog import load_catalog, load_models
-from planner.errors import InputError
-from planner.traces import read_azure, read_mooncake
-from planner.workload import load_workload
+from planner.inputs.catalog import load_catalog, load_models
+from planner.inputs.errors import InputError
+from planner.inputs.traces import read_azure, read_mooncake
+from planner.inputs.workload import load_workload
 
 MODELS = load_models()
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

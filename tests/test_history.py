@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from planner.catalog import load_models
+from planner.analyses.forecast import monthly_reuses
 from planner.cli import main
-from planner.forecast import monthly_reuses
-from planner.history import forecast, predict, read_history
-from planner.workload import load_workload
+from planner.inputs.catalog import load_models
+from planner.inputs.history import forecast_reuses, predict, read_history
+from planner.inputs.workload import load_workload
 
 TREND = {"rising": (200.0, 25.0), "falling": (900.0, -15.0), "flat": (400.0, 0.0)}  # id: (intercept, slope)
 
@@ -32,7 +32,7 @@ def trend_history(path: Path, months: int = 18, wobble: float = 0.0) -> Path:
 
 @pytest.mark.parametrize("per_context", [False, True], ids=["overall", "per-context"])
 def test_the_backtest_picks_linear_trend_and_recovers_the_trend(tmp_path, per_context):
-    result = forecast(read_history(trend_history(tmp_path / "h.csv")), 6, per_context=per_context)
+    result = forecast_reuses(read_history(trend_history(tmp_path / "h.csv")), 6, per_context=per_context)
     expected = ["linear_trend", "last_value", "linear_trend"] if per_context else ["linear_trend"] * 3
     assert result.reuses["method"].tolist() == expected  # falling, flat (a tie: the simpler method), rising
     assert result.chosen_error == pytest.approx(0, abs=1e-9) and result.errors["last_value"] > 0.01
@@ -42,7 +42,7 @@ def test_the_backtest_picks_linear_trend_and_recovers_the_trend(tmp_path, per_co
 
 
 def test_a_noisy_trend_is_still_found(tmp_path):
-    result = forecast(read_history(trend_history(tmp_path / "h.csv", months=24, wobble=0.03)), 6)
+    result = forecast_reuses(read_history(trend_history(tmp_path / "h.csv", months=24, wobble=0.03)), 6)
     assert set(result.reuses["method"]) == {"linear_trend"}
     assert 0 < result.chosen_error < min(e for m, e in result.errors.items() if m != "linear_trend")
     rising = result.reuses.set_index("id").loc["rising"]
@@ -54,14 +54,14 @@ def test_seasonal_naive_wins_on_a_seasonal_history(tmp_path):
     season = {m: 1000 + 300 * np.sin(2 * np.pi * m / 12) for m in range(1, 13)}
     rows = [(f"{y}-{m:02d}", ctx, round(season[m] * k, 3)) for y in (2023, 2024) for m in range(1, 13)
             for ctx, k in (("docs", 1.0), ("faq", 0.2))]
-    result = forecast(read_history(write_history(tmp_path / "h.csv", rows)), 6)
+    result = forecast_reuses(read_history(write_history(tmp_path / "h.csv", rows)), 6)
     assert set(result.reuses["method"]) == {"seasonal_naive"} and result.chosen_error == pytest.approx(0, abs=1e-9)
     docs = result.reuses.set_index("id").loc["docs"]
     assert [docs[f"reuses_m{h}"] for h in range(1, 7)] == pytest.approx([round(season[m], 3) for m in range(1, 7)])
 
 
 def test_seasonal_naive_needs_more_than_a_year(tmp_path):
-    result = forecast(read_history(trend_history(tmp_path / "h.csv", months=12)), 3)
+    result = forecast_reuses(read_history(trend_history(tmp_path / "h.csv", months=12)), 3)
     assert "seasonal_naive" not in result.errors and result.min_history == 3
 
 
@@ -70,7 +70,7 @@ def test_a_context_starts_at_its_first_month(tmp_path):
         + [(8, "newest", 70.0)]
     history = read_history(write_history(tmp_path / "h.csv", rows))
     assert history.ids == ["new", "newest", "old"] and history.first.tolist() == [4, 7, 0]
-    result = forecast(history, 2)
+    result = forecast_reuses(history, 2)
     by_id = result.reuses.set_index("id")
     assert by_id.loc["new", "method"] == "linear_trend"  # its own months are a line, the zeros before are not
     assert by_id.loc["new", ["reuses_m1", "reuses_m2"]].tolist() == pytest.approx([95.0, 100.0])

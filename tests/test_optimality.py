@@ -2,62 +2,16 @@
 placement, every HBM-cache state and the cheapest fleet for each (MODEL.md §5, §6; gap 1e-9)."""
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from planner.catalog import load_models, parse_catalog
 from planner.costmodel import PATH_BLOCK, PATH_NETWORK, grid
-from planner.plan import make_plan, prepare
-from planner.workload import parse_workload
+from planner.inputs.catalog import load_models
+from planner.plan.options import prepare
+from planner.plan.runner import make_plan
 
 MODELS = load_models()
-GPUS = {
-    "L40S": {"tflops": 362, "hbm_gb": 48, "hbm_gbps": 864, "pcie_gbps": 32},
-    "A100-80GB": {"tflops": 312, "hbm_gb": 80, "hbm_gbps": 2039, "pcie_gbps": 32},
-    "A10G": {"tflops": 70, "hbm_gb": 24, "hbm_gbps": 600, "pcie_gbps": 16},
-}
-TIER_POOL = [
-    {"name": "hbm", "kind": "hbm"},
-    {"name": "host", "kind": "host_memory"},
-    {"name": "nvme", "kind": "local_nvme"},
-    {"name": "blk", "kind": "block", "price_gb_month": 0.125, "first_byte_latency_s": 0.001, "read_gbps": 4.0},
-    {"name": "obj", "kind": "object", "price_gb_month": 0.023, "read_request_price": 4e-7,
-     "write_request_price": 5e-6, "transfer_per_gb": 0.01, "first_byte_latency_s": 0.03, "read_gbps": 1.5},
-    {"name": "fast_obj", "kind": "object", "price_gb_month": 0.11, "retrieval_per_gb": 0.0006,
-     "first_byte_latency_s": 0.005, "read_gbps": 3.0, "object_tokens": 4096},
-]
-
-
-def random_instance(rng, n_contexts, n_offerings, n_tiers, mode):
-    offerings = []
-    for i in range(n_offerings):
-        gpu = rng.choice(list(GPUS))
-        offerings.append({
-            "name": f"off{i}", "gpu": str(gpu), "gpus": int(rng.choice([1, 1, 2])),
-            "price_per_hour": {"on_demand": float(np.round(rng.uniform(0.5, 6), 3))},
-            "host_memory_gb": float(rng.choice([16, 64, 256])), "local_nvme_gb": float(rng.choice([50, 250, 900])),
-            "local_nvme_gbps": float(rng.choice([0.5, 2.0])), "network_gbps": float(rng.choice([10, 25])),
-            "block_storage_gbps": float(rng.choice([5, 10])),
-            **({"max_instances": int(rng.integers(1, 3))} if rng.random() < 0.5 else {}),
-        })
-    tiers = [TIER_POOL[i] for i in sorted(rng.choice(len(TIER_POOL), n_tiers, replace=False))]
-    catalog = parse_catalog({"name": "random", "as_of": "2026-11-26", "gpus": GPUS, "offerings": offerings,
-                             "tiers": tiers}, "random.yaml", MODELS)
-    contexts = [{"id": f"c{i}", "tokens": int(np.exp(rng.uniform(np.log(2_000), np.log(120_000)))),
-                 "reuses_per_month": float(np.round(np.exp(rng.uniform(0, np.log(3e6))), 1)),
-                 "prompt_tokens": int(rng.integers(10, 500)), "output_tokens": int(rng.integers(1, 300)),
-                 "writes_per_month": float(rng.choice([1, 1, 3])),
-                 "ttft_slo_s": float(rng.choice([1.0, 3.0, 10.0, 60.0]))} for i in range(n_contexts)]
-    model = str(rng.choice(["Llama-3.1-8B", "Qwen2.5-7B", "Mistral-7B"]))
-    for c in contexts:  # Mistral-7B's window is 8,192 tokens
-        if model == "Mistral-7B":
-            c["tokens"] = min(c["tokens"], 7_000)
-    workload = parse_workload({"model": model, "mode": mode, "peak_to_mean": float(rng.choice([1, 2, 4])),
-                               "slo": {"ttft_s": 10.0}, "contexts": contexts}, "random-workload.yaml", MODELS,
-                              Path("."))
-    return workload, catalog
 
 
 def brute_force(workload, catalog):
@@ -105,7 +59,7 @@ CASES = [(seed, mode) for seed in range(24) for mode in ("provisioned",)] + [(10
 
 
 @pytest.mark.parametrize("seed,mode", CASES)
-def test_plan_equals_brute_force(seed, mode):
+def test_plan_equals_brute_force(seed, mode, random_instance):
     rng = np.random.default_rng(seed)
     n_contexts = int(rng.integers(1, 7))
     n_offerings = int(rng.integers(1, 4))
@@ -127,7 +81,7 @@ def test_plan_equals_brute_force(seed, mode):
     assert plan["solver"]["status"] == "optimal"
 
 
-def test_some_instances_use_every_kind_of_decision():
+def test_some_instances_use_every_kind_of_decision(random_instance):
     """The random family is not trivial: across it, plans use several tiers, several offerings and HBM caches."""
     tiers, offerings, cached = set(), set(), False
     for seed, mode in CASES[:24]:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner.catalog import load_catalog, load_models
 from planner.costmodel import tensor_parallel
-from planner.errors import Infeasible
-from planner.plan import make_plan, reprice
-from planner.workload import load_workload, parse_workload
+from planner.inputs.catalog import load_catalog, load_models
+from planner.inputs.errors import Infeasible
+from planner.inputs.workload import load_workload, parse_workload
+from planner.plan.files import reprice
+from planner.plan.runner import make_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = load_models()
@@ -20,9 +21,9 @@ AWS = load_catalog("aws", MODELS)
 
 
 @pytest.fixture(scope="module", params=["rag-docs", "chatbot-prompts"])
-def example(request):
+def example(request, example_plan):
     workload = load_workload(ROOT / "examples" / request.param / "workload.yaml", MODELS)
-    return workload, make_plan(workload, AWS)
+    return workload, example_plan(request.param)
 
 
 def test_every_context_meets_its_slo(example):
@@ -147,7 +148,7 @@ def test_infeasible_contexts_are_named_with_their_best_ttft():
 
 def test_max_instances_cap_is_explained():
     raw = {**AWS.raw, "offerings": [dict(o, max_instances=1) for o in AWS.raw["offerings"]]}
-    from planner.catalog import parse_catalog
+    from planner.inputs.catalog import parse_catalog
     capped = parse_catalog(raw, "capped.yaml", MODELS)
     traffic = {"requests_per_month": 2e9, "prompt_tokens": 1000, "output_tokens": 200}
     with pytest.raises(Infeasible, match="max_instances"):
@@ -192,7 +193,7 @@ def test_a_background_share_within_the_solvers_tolerance_is_no_traffic():
     renting only a10g-x1-0 costs ceil(least load / one instance's capacity) instances. Context c4 cannot run on
     the single a100 (its least load there exceeds one instance's capacity), so a plan that rents the a100 still
     needs ceil(c4's load / capacity) a10g instances for c4 alone, and the a100 on top: dearer here."""
-    from planner.plan import background_table, option_table, prepare
+    from planner.plan.options import background_table, option_table, prepare
 
     workload = load_workload(REPRO / "workload.yaml", MODELS)
     catalog = load_catalog(str(REPRO / "catalog.yaml"), MODELS)
@@ -225,6 +226,7 @@ def test_a_background_share_within_the_solvers_tolerance_is_no_traffic():
     assert plan["total_usd"] == pytest.approx(optimum, abs=0.005)
 
     from click.testing import CliRunner
+
     from planner.cli import main
 
     result = CliRunner().invoke(main, ["plan", str(REPRO / "workload.yaml"), "--catalog",

@@ -8,16 +8,13 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import yaml
 from click.testing import CliRunner
 
-from planner.catalog import load_catalog, load_models
 from planner.cli import main
-from planner.document import usd
-from planner.plan import make_plan
-from planner.workload import parse_workload
+from planner.inputs.catalog import load_models
+from planner.plan.runner import make_plan
+from planner.present.summary import usd
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("KVPLAN_ARTIFACTS", ROOT / "test-artifacts"))
@@ -26,15 +23,9 @@ CHARTS = ("baselines", "components", "fleet", "tiers", "ttft", "breakeven")
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def report(tmp_path_factory, rag_docs_head, aws):
     """The first 60 documents of rag-docs with three baselines, saved, and reported twice."""
-    folder = ROOT / "examples" / "rag-docs"
-    data = yaml.safe_load((folder / "workload.yaml").read_text())
-    data.pop("contexts_file")
-    data["contexts"] = pd.read_csv(folder / "contexts.csv").head(60).to_dict(orient="records")
-    workload = parse_workload(data, "rag60.yaml", MODELS, folder)
-    plan = make_plan(workload, load_catalog("aws", MODELS), baselines=("all_recompute", "host_memory",
-                                                                          "rule_of_thumb"))
+    plan = make_plan(rag_docs_head(60), aws, baselines=("all_recompute", "host_memory", "rule_of_thumb"))
     out = tmp_path_factory.mktemp("report")
     (out / "plan.json").write_text(json.dumps(plan))
     runner = CliRunner()

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from planner import formulation
-from planner.catalog import load_catalog, load_models
 from planner.cli import main
-from planner.errors import Infeasible
-from planner.plan import make_plan
-from planner.workload import load_workload, parse_workload
+from planner.inputs.catalog import load_catalog, load_models
+from planner.inputs.errors import Infeasible
+from planner.inputs.workload import load_workload, parse_workload
+from planner.plan.runner import make_plan
+from planner.solve import highs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = load_models()
@@ -45,7 +45,7 @@ def test_plans_of_identical_inputs_are_byte_identical():
 def test_a_broken_highs_falls_back_to_cbc(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated solver crash")
-    monkeypatch.setattr(formulation, "_solve_highs", broken)
+    monkeypatch.setattr(highs, "solve_highs", broken)
     w = load_workload(ROOT / "examples/chatbot-prompts/workload.yaml", MODELS)
     with caplog.at_level(logging.WARNING, logger="kvplan"):
         plan = make_plan(w, AWS, baselines=False)
@@ -57,11 +57,11 @@ def test_a_broken_highs_falls_back_to_cbc(monkeypatch, caplog):
 def test_running_out_of_memory_is_said_in_one_line_with_exit_1(monkeypatch):
     """A problem too large for the machine is not a bug: one line saying so, and the exit code of an unsolved
     plan (the bench's baseline runs out of memory at 50,000 contexts)."""
-    from planner import cli
+    from planner.cli import plan as plan_command_module
 
     def too_large(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr(cli, "make_plan", too_large)
+    monkeypatch.setattr(plan_command_module, "make_plan", too_large)
     result = CliRunner().invoke(main, ["plan", str(ROOT / "examples/chatbot-prompts/workload.yaml"), "--catalog",
                                        "aws", "-q"])
     assert result.exit_code == 1
@@ -98,7 +98,7 @@ def test_infeasibility_names_the_smallest_change():
 WRITER = """
 import sys
 from pathlib import Path
-from planner.cli import write_atomic
+from planner.cli.common import write_atomic
 write_atomic(Path(sys.argv[1]), "{" + "x" * 400_000_000 + "}")
 """
 

@@ -12,22 +12,22 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from planner import scale
 from planner.cli import main
 from planner.costmodel import PATH_BLOCK, PATH_NETWORK, evaluate
-from planner.errors import Infeasible
-from planner.plan import make_plan, prepare, reprice
-from planner.workload import load_workload
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_optimality import random_instance  # noqa: E402
+from planner.inputs.catalog import load_catalog, load_models
+from planner.inputs.errors import Infeasible
+from planner.inputs.workload import load_workload
+from planner.plan.files import reprice
+from planner.plan.options import prepare
+from planner.plan.runner import make_plan
+from planner.solve import scale
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("mode", ["provisioned", "per_use"])
-def test_factored_costs_equal_evaluate(seed, mode):
+def test_factored_costs_equal_evaluate(seed, mode, random_instance):
     rng = np.random.default_rng(seed)
     workload, catalog = random_instance(rng, 12, 3, 5, mode)
     model = prepare(workload, catalog)
@@ -59,7 +59,7 @@ def test_factored_costs_equal_evaluate(seed, mode):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_repriced_excess_is_each_context_over_its_cheapest_option_on_the_planned_pools(seed):
+def test_repriced_excess_is_each_context_over_its_cheapest_option_on_the_planned_pools(seed, random_instance):
     """The re-pricing's arithmetic, against costmodel.evaluate option by option: at random prices, over the pools
     of a fleet (each offering in one HBM state), each class's reduced cost on its current option less that of
     its cheapest option (inf where its option is off those pools), and its cheapest options in order."""
@@ -139,7 +139,7 @@ def _lp_at_one_instance(model, F, g, c, allowed):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_ascent_reaches_the_lp_over_every_context_at_its_fleet(seed):
+def test_ascent_reaches_the_lp_over_every_context_at_its_fleet(seed, random_instance):
     """The ascent of the prices at a fleet of one instance, from zero prices: the bound its cut gives at that
     fleet never exceeds the LP relaxation over every context there (built from costmodel's options), and
     reaches it within 0.1%. The contexts may take recompute and the tiers read over the network or block path
@@ -196,7 +196,7 @@ def _exact_or_none(workload, catalog):
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_bound_and_plan_bracket_the_exact_optimum(seed):
+def test_bound_and_plan_bracket_the_exact_optimum(seed, random_instance):
     """The engine's lower bound is at most the exact optimum, and its plan costs at least that much."""
     rng = np.random.default_rng(100 + seed)
     workload, catalog = random_instance(rng, 10, 3, 4, "provisioned")
@@ -214,7 +214,7 @@ def test_bound_and_plan_bracket_the_exact_optimum(seed):
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_boxes_of_fleets_hold_every_fleet_once_and_bound_the_exact_optimum(seed):
+def test_boxes_of_fleets_hold_every_fleet_once_and_bound_the_exact_optimum(seed, random_instance):
     """The branch-and-bound over fleets: its boxes split the integer fleets (each fleet in exactly one box), and
     the box holding the exact optimum's fleet is bounded below that optimum, with each box's prices checked by
     the exact Lagrangian over the pools it may open."""
@@ -248,17 +248,12 @@ def test_boxes_of_fleets_hold_every_fleet_once_and_bound_the_exact_optimum(seed)
         assert scale.tree_bound(inputs, leaves, cuts, covers, states, cap)[0] <= optimum_usd * (1 + 1e-7) + 1e-6
 
 
-def test_boxes_of_fleets_lift_the_bound_past_fractions_of_large_instances(tmp_path):
+def test_boxes_of_fleets_lift_the_bound_past_fractions_of_large_instances(tmp_path, bench_workload):
     """20,000 bench contexts: the LP relaxation spends most of its cost on fractions of large instances (a
     p5en.48xlarge: 8 H200, $46,206 a month) that no plan near $5,000 buys, and a master over the fleet with the
-    cut at its prices stays near it; the boxes of fleets, each bounded with its own prices, lift that bound by
-    over a fifth (measured: $2,041.86 -> $2,773.06, each box over the fleets that cost less than the plan),
-    still below the plan."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from generate import write
-    from planner.catalog import load_catalog, load_models
-
-    model = prepare(load_workload(write(20000, tmp_path / "bench", seed=0)), load_catalog("aws", load_models()))
+    cut at its prices stays near it; the boxes of fleets, each bounded with its own prices (each box over the
+    fleets that cost less than the plan), lift that bound by over a fifth, still below the plan."""
+    model = prepare(load_workload(bench_workload(20000, 0)), load_catalog("aws", load_models()))
     inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
     F, tiers, states = model.fleet, model.tiers, (0, 1)
     demand, background = model.demand, model.background
@@ -281,9 +276,8 @@ def test_boxes_of_fleets_lift_the_bound_past_fractions_of_large_instances(tmp_pa
     boxed = scale.tree_bound(inputs, leaves, cuts, covers, states, plan.objective)[0]
     assert plain * 1.2 <= boxed <= plan.objective + 1e-6
 
-    # No plan on the catalog without the p-series (a subset of the offerings) may be cheaper: the best fleet by
-    # the LP was one p5.4xlarge ($5,022.40) until more fleets of a single pool were tried where the bound is far
-    # (then a g6e.8xlarge and a g6e.xlarge, $4,708.44; without the p-series $4,710.64)
+    # No plan on the catalog without the p-series (a subset of the offerings) may be cheaper: the fleets of a
+    # single pool, tried where the bound is far, find the small instances the LP's rounding misses
     catalog = yaml.safe_load((ROOT / "catalogs" / "aws.yaml").read_text())
     catalog["offerings"] = [o for o in catalog["offerings"] if not o["name"].startswith(("p3", "p4", "p5"))]
     (tmp_path / "aws-g.yaml").write_text(yaml.safe_dump(catalog))
@@ -294,48 +288,42 @@ def test_boxes_of_fleets_lift_the_bound_past_fractions_of_large_instances(tmp_pa
     assert plan.objective <= fewer.objective * (1 + 1e-4)
 
 
-def test_the_largest_contexts_on_full_rows_are_moved_so_whole_contexts_fit(tmp_path):
+def test_the_largest_contexts_on_full_rows_are_moved_so_whole_contexts_fit(tmp_path, bench_workload):
     """5,000 bench contexts (seed 1) fit one g6e.4xlarge by the LP, which fills its rows with fractions. Holding
-    the contexts the LP does not split where it put them, the final MIP found no room for the split ones and
-    bought a second instance (then a g6e.8xlarge, $3,305.85); moving the largest contexts on the full rows too,
-    it fits them all on one g6e.4xlarge, at the bound."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from generate import write
-    from planner.catalog import load_catalog, load_models
-
-    plan = make_plan(load_workload(write(5000, tmp_path / "bench", seed=1)), load_catalog("aws", load_models()),
+    the contexts the LP does not split where it put them leaves the split ones no room; moving the largest
+    contexts on the full rows too, the final MIP fits them all on one g6e.4xlarge, at the bound."""
+    plan = make_plan(load_workload(bench_workload(5000, 1)), load_catalog("aws", load_models()),
                      method="scale", baselines=False)
     assert plan["violations"] == []
     assert [(row["offering"], row["instances"]) for row in plan["fleet"]] == [("g6e.4xlarge", 1)]
     assert plan["solver"]["gap"] <= 1e-4
 
 
-def test_where_whole_contexts_do_not_fit_the_final_mip_moves_more(tmp_path, monkeypatch):
+def test_where_whole_contexts_do_not_fit_the_final_mip_moves_more(tmp_path, monkeypatch, bench_workload):
     """The same 5,000 contexts with only the contexts the LP splits moved (none of the largest, none nearest a
-    tie): the final MIP cannot fit them on one g6e.4xlarge and buys more (the plan was a g6e.8xlarge,
-    $3,305.85); once more with FREE_RETRY contexts moved (here all), they fit one g6e.4xlarge at the bound."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from generate import write
-    from planner.catalog import load_catalog, load_models
-
+    tie): held where the LP put them, the rest leave the split ones no room on one g6e.4xlarge. Without the retry
+    (FREE_RETRY moved as well) the plan buys more than that instance; with it, every context fits one
+    g6e.4xlarge, at the bound."""
     monkeypatch.setattr(scale, "LARGEST_CONTEXTS", 0)
     monkeypatch.setattr(scale, "FREE_CONTEXTS", 0)
-    model = prepare(load_workload(write(5000, tmp_path / "bench", seed=1)), load_catalog("aws", load_models()))
+    model = prepare(load_workload(bench_workload(5000, 1)), load_catalog("aws", load_models()))
     inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
-    messages = []
-    result = scale.solve(inputs, model.demand, model.background, progress=messages.append)
-    mips = [m for m in messages if m.startswith("final MIP")]
-    assert mips[0].startswith("final MIP: 3 classes free") and mips[1].startswith("final MIP: 5,000 classes free")
-    assert [(model.fleet.names[g], n) for g, n in enumerate(result.instances) if n] == [("g6e.4xlarge", 1)]
+
+    def fleet(result):
+        return [(model.fleet.names[g], n) for g, n in enumerate(result.instances) if n]
+
+    with monkeypatch.context() as no_retry:
+        no_retry.setattr(scale, "FREE_RETRY", 0)
+        held = scale.solve(inputs, model.demand, model.background)
+    result = scale.solve(inputs, model.demand, model.background)
+    assert fleet(result) == [("g6e.4xlarge", 1)]
     assert result.objective <= result.bound * (1 + 1e-4)
+    assert fleet(held) != fleet(result) and held.objective > result.objective * (1 + 1e-4)
 
 
 def test_baselines_where_the_lp_places_nothing():
     """The paper's example (per use, one context class per reuse count) on the aws catalog, with baselines: a
-    baseline's LP can place nothing on any pool (it crashed with an IndexError); plan and baselines equal the
-    exact program's."""
-    from planner.catalog import load_catalog, load_models
-
+    baseline's LP can place nothing on any pool; plan and baselines equal the exact program's."""
     workload = load_workload(ROOT / "examples" / "paper" / "workload.yaml")
     catalog = load_catalog("aws", load_models())
     engine = make_plan(workload, catalog, method="scale")
@@ -349,12 +337,10 @@ def test_baselines_where_the_lp_places_nothing():
 
 
 def test_placement_mip_does_not_hang_in_presolve(tmp_path):
-    """chatbot-prompts on the azure catalog: HiGHS 1.16's presolve (dual fixing) looped forever on the engine's
-    placement MIP, time limit or not. Run as a real process with a deadline; its plan and bound bracket the
-    exact optimum."""
+    """chatbot-prompts on the azure catalog, where HiGHS 1.16's presolve (dual fixing) can loop forever on the
+    engine's placement MIP, time limit or not: run as a real process with a deadline; its plan and bound bracket
+    the exact optimum."""
     import subprocess
-
-    from planner.catalog import load_catalog, load_models
 
     workload = ROOT / "examples" / "chatbot-prompts" / "workload.yaml"
     done = subprocess.run([sys.executable, "-m", "planner", "plan", str(workload), "--catalog", "azure", "--method",
@@ -368,7 +354,7 @@ def test_placement_mip_does_not_hang_in_presolve(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_per_use_is_solved_exactly(seed):
+def test_per_use_is_solved_exactly(seed, random_instance):
     """Without a fleet the program separates by context: the engine's plan is the optimum, with no gap."""
     rng = np.random.default_rng(200 + seed)
     workload, catalog = random_instance(rng, 10, 3, 4, "per_use")
@@ -380,16 +366,12 @@ def test_per_use_is_solved_exactly(seed):
     assert plan["solver"]["gap"] == pytest.approx(0.0, abs=1e-9)
 
 
-def test_bench_workload_plan_is_valid_and_repeats(tmp_path):
+def test_bench_workload_plan_is_valid_and_repeats(tmp_path, bench_workload):
     """A generated benchmark workload: every context placed within capacity, the re-priced total equal, the
     bound below the total, and the same plan twice."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from generate import write
 
-    path = write(400, tmp_path / "bench", seed=3)
+    path = bench_workload(400, 3)
     workload = load_workload(path)
-    from planner.catalog import load_catalog, load_models
-
     catalog = load_catalog("aws", load_models())
     first = make_plan(workload, catalog, method="scale", baselines=False)
     second = make_plan(workload, catalog, method="scale", baselines=False)
@@ -415,7 +397,7 @@ def test_cli_plan_with_the_scale_engine(tmp_path):
         plan["total_usd"] + 2e-6
 
 
-def test_unplaceable_contexts_are_named():
+def test_unplaceable_contexts_are_named(random_instance):
     rng = np.random.default_rng(7)
     workload, catalog = random_instance(rng, 5, 2, 3, "provisioned")
     frame = workload.contexts.copy()
@@ -427,14 +409,11 @@ def test_unplaceable_contexts_are_named():
         make_plan(workload, catalog, method="scale", baselines=False)
 
 
-def test_single_pool_fleets_each_serve_every_bucket_alone(tmp_path):
+def test_single_pool_fleets_each_serve_every_bucket_alone(tmp_path, bench_workload):
     """The fleets of one pool alone (found for the plan besides the LP's rounding): each opens one pool, and
     the LP that scores it serves every bucket (and the background) on that pool alone."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from generate import write
-    from planner.catalog import load_catalog, load_models
 
-    model = prepare(load_workload(write(300, tmp_path / "bench", seed=5)), load_catalog("aws", load_models()))
+    model = prepare(load_workload(bench_workload(300, 5)), load_catalog("aws", load_models()))
     inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
     rep, _ = scale.buckets(model.demand)
     lp = scale.BucketLP(inputs, rep, model.background, (0, 1), None)
@@ -451,15 +430,12 @@ def test_single_pool_fleets_each_serve_every_bucket_alone(tmp_path):
             assert solution.estimate == pytest.approx(solution.objective, rel=1e-9)
 
 
-def test_exact_columns_are_held_to_the_share_of_their_bucket_that_may_take_them(tmp_path):
+def test_exact_columns_are_held_to_the_share_of_their_bucket_that_may_take_them(tmp_path, bench_workload):
     """Re-priced on its bucket's own contexts, a column of the fleet's LP may carry only the share of the bucket
     whose contexts can take one of its tiers (a bucket's longest contexts may miss a TTFT its mean meets);
     counted here option by option with costmodel.evaluate."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    from generate import write
-    from planner.catalog import load_catalog, load_models
 
-    model = prepare(load_workload(write(400, tmp_path / "bench", seed=11)), load_catalog("aws", load_models()))
+    model = prepare(load_workload(bench_workload(400, 11)), load_catalog("aws", load_models()))
     inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
     demand = model.demand
     rep, of_class = scale.buckets(demand, limit=12)  # wide buckets: their contexts differ
@@ -485,17 +461,16 @@ def test_exact_columns_are_held_to_the_share_of_their_bucket_that_may_take_them(
     assert shares and min(shares) < 1 and max(shares) == 1  # some columns are held below their bucket
 
 
-@pytest.mark.parametrize("example, optimum", [("rag-docs", 7754.82), ("mooncake-conversation", 24041.82),
-                                              ("chatbot-prompts", 11309.16)])
-def test_engine_plans_the_bundled_examples_at_their_optimum(example, optimum):
-    """The engine on the bundled examples, whose optima the exact program proves (`kvplan plan … --method
-    exact`: rag-docs $7,754.82, mooncake-conversation $24,041.82, chatbot-prompts $11,309.16): each plan within
-    0.01% of it. Where the best fleet falls short of whole instances (rag-docs: one g6e.16xlarge needs 1.28), a
-    small instance beside it is the optimum, not a second large one ($9,937.64 before the engine tried it)."""
-    from planner.catalog import load_catalog, load_models
-
-    workload = load_workload(ROOT / "examples" / example / "workload.yaml")
-    plan = make_plan(workload, load_catalog("aws", load_models()), method="scale", baselines=False)
+@pytest.mark.parametrize("example", ["rag-docs", "mooncake-conversation", "chatbot-prompts"])
+def test_engine_plans_the_bundled_examples_at_their_optimum(example, example_plan, models, aws):
+    """The engine on the bundled examples: each plan within 0.01% of the exact program's (proven within its gap
+    in the same run), and its bound no higher. Where the best fleet falls short of whole instances (rag-docs: one
+    g6e.16xlarge needs 1.28), a small instance beside it is the optimum, not a second large one."""
+    exact = example_plan(example)
+    assert exact["solver"]["status"] == "optimal" and exact["violations"] == []
+    optimum = exact["total_usd"]
+    workload = load_workload(ROOT / "examples" / example / "workload.yaml", models)
+    plan = make_plan(workload, aws, method="scale", baselines=False)
     assert plan["violations"] == []
     assert plan["solver"]["lower_bound_usd"] <= optimum + 0.01
     assert plan["total_usd"] == pytest.approx(optimum, rel=1e-4)

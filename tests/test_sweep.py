@@ -10,12 +10,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from planner import scenarios as sc
-from planner import sweep
-from planner.catalog import load_models
+from planner.analyses import scenarios as sc
+from planner.analyses import sweep
+from planner.analyses.robust import cvar, parse_objective, robust_plan
 from planner.cli import main
-from planner.errors import InputError
-from planner.robust import cvar, parse_objective, robust_plan
+from planner.inputs.catalog import load_models
+from planner.inputs.errors import InputError
+from planner.present.summary import sweep_summary_text
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = load_models()
@@ -51,18 +52,18 @@ def test_overrides_are_applied_as_written(tiny):
         {"name": "x", "reuse_scale": 3.0, "gpu_price_scale": {"L40S": 0.5}, "storage_price_scale": 2.0,
          "workload": {"peak_to_mean": 4.0, "slo": {"ttft_s": 5.0}},
          "catalog": {"offerings": [{"name": "B", "max_instances": 1}]}}]})
-    (x,) = sc.load(file)
+    (x,) = sc.load_scenarios(file)
     assert x.parameters == {"reuse_scale": 3.0, "gpu_price_scale": {"L40S": 0.5}, "storage_price_scale": 2.0,
                             "workload.peak_to_mean": 4.0, "workload.slo.ttft_s": 5.0,
                             "catalog.offerings": [{"name": "B", "max_instances": 1}]}
-    w, c = sc.apply(sc.base(workload, str(catalog), file), x, MODELS)
+    w, c = sc.apply(sc.load_base(workload, str(catalog), file), x, MODELS)
     assert w.contexts["reuses_per_month"].tolist() == [300.0, 150.0]
     assert w.peak_to_mean == 4.0 and w.ttft_slo_s == 5.0
     assert [o.prices["on_demand"] for o in c.offerings] == [0.5, 1.0]
     assert c.offering("B").max_instances == 1 and c.offering("A").max_instances is None
     assert c.tiers[0].price_gb_month == pytest.approx(0.04)
     with pytest.raises(InputError, match="unknown parameter 'reuses'"):
-        sc.load(write(folder / "bad.yaml", {"scenarios": [{"name": "y", "reuses": 2}]}))
+        sc.load_scenarios(write(folder / "bad.yaml", {"scenarios": [{"name": "y", "reuses": 2}]}))
 
 
 def test_grid_and_draws_are_seeded_and_named(tiny):
@@ -70,14 +71,14 @@ def test_grid_and_draws_are_seeded_and_named(tiny):
     file = write(folder / "s.yaml", {
         "grid": {"reuse_scale": [1, 2], "workload.pricing": ["on_demand", "spot"]},
         "random": {"samples": 3, "seed": 7, "parameters": {"gpu_price_scale": {"uniform": {"low": 0.5, "high": 1}}}}})
-    scenarios = sc.load(file)
+    scenarios = sc.load_scenarios(file)
     assert [s.id for s in scenarios] == ["grid-0001", "grid-0002", "grid-0003", "grid-0004",
                                          "draw-0001", "draw-0002", "draw-0003"]
     assert scenarios[1].parameters == {"reuse_scale": 1, "workload.pricing": "spot"}
     draws = [s.parameters["gpu_price_scale"] for s in scenarios[4:]]
     assert draws == list(np.random.default_rng(7).uniform(0.5, 1, 3))
-    assert [s.parameters for s in sc.load(file)] == [s.parameters for s in scenarios]
-    assert len(sc.load(file, samples=10)) == 14
+    assert [s.parameters for s in sc.load_scenarios(file)] == [s.parameters for s in scenarios]
+    assert len(sc.load_scenarios(file, samples=10)) == 14
 
 
 def test_sweep_pool_equals_one_process_and_resumes(tiny):
@@ -119,12 +120,12 @@ def test_summary_counts_plans_not_proven_optimal():
                                                                         "infeasible"],
                           "total_usd": [100.0, 120.0, 90.0, None], "gap": [0.0, 0.05, 0.125, None],
                           "fleet": ["", "", "", ""], "tiers": ["", "", "", ""]})
-    s = sweep.summary(frame)
+    s = sweep.sweep_summary(frame)
     assert (s["planned"], s["not_planned"]) == (3, {"infeasible": 1})
     assert s["unproven"] == {"scenarios": 2, "largest_gap": 0.125}
     assert [q["scenario"] for q in s["quantiles"]] == ["c", "a", "b"]
-    assert "2 of them stopped before the gap was proven (largest gap 12.50%)" in sweep.summary_text(s)
-    assert sweep.summary(frame.iloc[[0]])["unproven"] == {"scenarios": 0, "largest_gap": None}
+    assert "2 of them stopped before the gap was proven (largest gap 12.50%)" in sweep_summary_text(s)
+    assert sweep.sweep_summary(frame.iloc[[0]])["unproven"] == {"scenarios": 0, "largest_gap": None}
 
 
 def test_robust_regrets_by_hand(tiny):
@@ -135,8 +136,8 @@ def test_robust_regrets_by_hand(tiny):
     file = write(folder / "s.yaml", {"scenarios": [
         {"name": "s1"}, {"name": "s2"},
         {"name": "s3", "catalog": {"offerings": [{"name": "A", "price_per_hour": {"on_demand": 3.5}}]}}]})
-    base = sc.base(workload, str(catalog), file)
-    scenarios = sc.load(file)
+    base = sc.load_base(workload, str(catalog), file)
+    scenarios = sc.load_scenarios(file)
     own = [1 * H, 1 * H, 2 * H]
     for objective, alpha, fleet, robust in (("expected", None, "A", [1 * H, 1 * H, 3.5 * H]),
                                             ("worst", None, "B", [2 * H] * 3),
@@ -248,7 +249,7 @@ def test_tornado_of_a_drawn_number_skips_the_scenarios_that_do_not_set_it():
     frame = pd.DataFrame({"scenario": ["base", "l40s", *(f"draw-{i:04d}" for i in range(1, 21))],
                           "p.gpu_price_scale": ["", '{"L40S":0.7}', *map(str, scale)], "status": "optimal",
                           "total_usd": [5000.0, 9000.0, *(1000.0 * scale)], "gap": 0.0, "fleet": "", "tiers": ""})
-    (t,) = sweep.summary(frame)["tornado"]
+    (t,) = sweep.sweep_summary(frame)["tornado"]
     assert (t["low"], t["high"]) == ("lowest 10%", "highest 10%")
     assert t["total_low_usd"] == pytest.approx(1000 * (0.1 + 0.2) / 2)
     assert t["total_high_usd"] == pytest.approx(1000 * (1.9 + 2.0) / 2)

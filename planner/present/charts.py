@@ -1,0 +1,88 @@
+"""Charts written as files (matplotlib, Agg): the forecast's monthly cost, a sweep's totals and tornado, and the
+break-even rates. Every bar and line is drawn whole inside its axes, and legends sit clear of the data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def forecast_chart(result: dict, path) -> None:
+    """Monthly cost stacked by component, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    months = [m["month"] for m in result["months"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
+    bottom = [0.0] * len(months)
+    for component in ("compute", "storage", "network", "requests"):
+        values = [m["breakdown_usd"][component] for m in result["months"]]
+        ax.bar(months, values, bottom=bottom, label=component)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    ax.set_xlabel("month")
+    ax.set_ylabel("USD per month")
+    ax.set_title("Monthly cost by component")
+    ax.set_xticks(months)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def sweep_chart(frame: pd.DataFrame, s: dict, path) -> None:
+    """The totals' distribution with P10/P50/P90, beside the tornado."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = frame[frame["total_usd"].notna()] if "total_usd" in frame else frame.iloc[0:0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    if len(ok):
+        left.hist(ok["total_usd"], bins=min(40, max(5, len(ok) // 5)), color="#2166ac")
+        for q in s["quantiles"]:
+            left.axvline(q["total_usd"], color="black", linewidth=0.8)
+            left.annotate(f"P{round(q['quantile'] * 100)}", (q["total_usd"], 1), xytext=(2, 2),
+                          textcoords="offset points", fontsize=7)
+    left.set_xlabel("USD per month")
+    left.set_ylabel("scenarios")
+    tornado = s["tornado"][:10][::-1]
+    y = np.arange(len(tornado))
+    for i, t in enumerate(tornado):
+        low, high = sorted((t["total_low_usd"], t["total_high_usd"]))
+        right.barh(i, high - low, left=low, color="#b35806")
+    right.set_yticks(y, [t["parameter"] for t in tornado])
+    right.set_xlabel("mean USD per month at each end")
+    right.set_title("sensitivity", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def breakeven_chart(frame, title: str, path: Path) -> None:
+    """Break-even reuse rate per tier against context length (log-log), tiers that never break even left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for tier, group in frame.groupby("tier", sort=False):
+        finite = group[np.isfinite(group["breakeven_per_hour"]) & (group["breakeven_per_hour"] > 0)]
+        if len(finite):
+            ax.plot(finite["tokens"], finite["breakeven_per_hour"], marker="o", markersize=3, label=tier)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("context tokens")
+    ax.set_ylabel("break-even reuses per hour")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None} if path.suffix.lower() == ".png" else {"Date": None})
+    plt.close(fig)
