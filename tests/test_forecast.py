@@ -221,3 +221,41 @@ def test_the_month_by_month_bound_prices_spot_at_its_share(monkeypatch):
     result = forecast(workload(ONE), catalog, months=2, commitments=("spot",), spot_share=0.5, gap=1e-9)
     assert result["objective_usd"] == pytest.approx(2 * H * 10.0)
     assert result["lower_bound_usd"] == pytest.approx(2 * H * 6.0)
+
+
+def test_the_cost_chart_shows_every_bar_whole_and_its_legend_clear_of_them():
+    """A long context that must be stored (recomputing it misses its TTFT) on object storage whose requests cost
+    far less than a millionth of the month: the stacked bars' top segments are tiny beside the compute, as in
+    rag-docs (where matplotlib's autoscaling stopped the axis just below the tallest bars). Every bar lies within
+    the axis limits, the tallest below the top; the legend's box overlaps no bar and lies within the figure."""
+    import matplotlib.pyplot as plt
+
+    from planner.present.charts import forecast_figure
+
+    tier = {"name": "obj", "kind": "object", "price_gb_month": 0.023, "read_request_price": 4e-7,
+            "write_request_price": 5e-6, "first_byte_latency_s": 0.03, "read_gbps": 2.0}
+    contexts = [{"id": "long", "tokens": 60_000, "reuses_per_month": 500, "prompt_tokens": 50, "output_tokens": 50,
+                 "ttft_slo_s": 8.0},
+                {"id": "short", "tokens": 1_000, "reuses_per_month": 200_000, "prompt_tokens": 50,
+                 "output_tokens": 50}]
+    result = forecast(workload(contexts), box_catalog(tiers=[tier]), months=3, growth=0.5, gap=1e-6)
+    totals = [m["total_usd"] for m in result["months"]]
+    requests = [m["breakdown_usd"]["requests"] for m in result["months"]]
+    assert 0 < max(requests) < 1e-5 * max(totals)   # the tiny top segments of the case above
+    assert totals[-1] == max(totals)
+    fig = forecast_figure(result)
+    try:
+        ax = fig.axes[0]
+        bottom, top = ax.get_ylim()
+        bars = [p for p in ax.patches if p.get_height() > 0]
+        tops = [p.get_y() + p.get_height() for p in bars]
+        assert len({p.get_x() for p in bars}) == len(totals)
+        assert max(tops) == pytest.approx(max(totals), rel=1e-9)
+        assert bottom <= min(p.get_y() for p in bars) and max(tops) < top
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not any(legend.overlaps(p.get_window_extent(renderer)) for p in bars)
+        assert fig.bbox.contains(legend.x0, legend.y0) and fig.bbox.contains(legend.x1, legend.y1)
+    finally:
+        plt.close(fig)

@@ -10,26 +10,39 @@ import numpy as np
 import pandas as pd
 
 
-def forecast_chart(result: dict, path) -> None:
-    """Monthly cost stacked by component, as a PNG."""
+def forecast_figure(result: dict):
+    """Monthly cost stacked by component (a matplotlib Figure): every bar whole below the top of the axes, the
+    legend beside the axes, clear of the bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     months = [m["month"] for m in result["months"]]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    bottom = [0.0] * len(months)
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=120)
+    bottom = np.zeros(len(months))
     for component in ("compute", "storage", "network", "requests"):
-        values = [m["breakdown_usd"][component] for m in result["months"]]
+        values = np.array([m["breakdown_usd"][component] for m in result["months"]], dtype=float)
         ax.bar(months, values, bottom=bottom, label=component)
-        bottom = [b + v for b, v in zip(bottom, values)]
+        bottom = bottom + values
+    # Each stacked bar's bottom is a sticky edge of matplotlib's autoscaling, which can stop the axis just below
+    # the tops of the tallest stacks: the limit comes from the totals instead, with a margin above them.
+    top = float(bottom.max(initial=0.0))
+    ax.set_ylim(0.0, top * 1.05 if top > 0 else 1.0)
     ax.set_xlabel("month")
     ax.set_ylabel("USD per month")
     ax.set_title("Monthly cost by component")
     ax.set_xticks(months)
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
+    return fig
+
+
+def forecast_chart(result: dict, path) -> None:
+    """forecast_figure as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = forecast_figure(result)
     fig.savefig(path, format="png")
     plt.close(fig)
 
@@ -81,7 +94,7 @@ def breakeven_chart(frame, title: str, path: Path) -> None:
     ax.set_xlabel("context tokens")
     ax.set_ylabel("break-even reuses per hour")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the lines
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None} if path.suffix.lower() == ".png" else {"Date": None})
