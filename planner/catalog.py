@@ -29,6 +29,10 @@ EFFICIENCY_DEFAULTS: dict[str, float] = {
 _FRACTIONS = {"prefill_mfu", "decode_mbu", "utilization_max", "hbm_cache_fraction", "host_cache_fraction",
               "nvme_cache_fraction"}
 _ENTRY = ("source", "as_of", "note")
+GB_PER_GIB = 2**30 / 1e9  # 1.073741824: a price per GiB divided by this is the price per GB (MODEL.md §1)
+# The byte unit a tier's per-byte prices are stated in (storage per unit-month; retrieval and transfer per unit),
+# and how many GB one such unit holds.
+PRICE_UNITS: dict[str, float] = {"GB-month": 1.0, "GiB-month": GB_PER_GIB}
 
 
 def bundled_dir() -> Path:
@@ -170,6 +174,12 @@ class Tier:
     overlap_load: bool = False
     node_gb: float | None = None
     node_price_per_hour: float | None = None
+    price_unit: str = "GB-month"   # as the catalog states it; the prices above are already per GB
+
+    @property
+    def unit_gb(self) -> float:
+        """GB in one unit of the stated price (1.073741824 for GiB)."""
+        return PRICE_UNITS[self.price_unit]
 
     @property
     def attached(self) -> bool:
@@ -236,6 +246,13 @@ def known_gpus() -> dict[str, Any]:
     return dict(Section(load_yaml(path), str(path)).raw("gpus"))
 
 
+def shared_gpu(name: str) -> Gpu | None:
+    """The spec catalogs/gpus.yaml gives for `name`, or None where it has none."""
+    spec = known_gpus().get(name)
+    path = bundled_dir() / "gpus.yaml"
+    return None if spec is None else _gpu(name, Section(spec, str(path), f"gpus.{name}"))
+
+
 _OFFERING_KEYS = ("name", "gpu", "gpus", "price_per_hour", "host_memory_gb", "local_nvme_gb", "local_nvme_gbps",
                   "network_gbps", "block_storage_gbps", "max_instances", "prefill_calibration", "vcpus") \
     + tuple(EFFICIENCY_DEFAULTS) + _ENTRY
@@ -274,7 +291,7 @@ def _offering(section: Section, gpus: dict[str, Gpu], efficiency: dict[str, floa
 
 _TIER_KEYS = ("name", "kind", "price_gb_month", "read_request_price", "write_request_price", "retrieval_per_gb",
               "transfer_per_gb", "first_byte_latency_s", "read_gbps", "object_tokens", "overlap_load", "node_gb",
-              "node_price_per_hour") + _ENTRY
+              "node_price_per_hour", "price_unit") + _ENTRY
 
 
 def _assumed(section: Section, key: str, default: float | None, meaning: str) -> float | None:
@@ -295,20 +312,23 @@ def _tier(section: Section) -> Tier:
         return Tier(name, kind, read_gbps=section.number("read_gbps", None, positive=True),
                     overlap_load=section.boolean("overlap_load", False))
     node_priced = section.has("node_price_per_hour") or section.has("node_gb")
+    unit = section.string("price_unit", "GB-month", choices=tuple(PRICE_UNITS))
+    gb = PRICE_UNITS[unit]  # the one conversion of prices stated per GiB to prices per GB
     return Tier(
         name=name,
         kind=kind,
-        price_gb_month=section.number("price_gb_month", 0.0 if node_priced else MISSING),
+        price_gb_month=section.number("price_gb_month", 0.0 if node_priced else MISSING) / gb,
         read_request_price=section.number("read_request_price", 0.0),
         write_request_price=section.number("write_request_price", 0.0),
-        retrieval_per_gb=section.number("retrieval_per_gb", 0.0),
-        transfer_per_gb=section.number("transfer_per_gb", 0.0),
+        retrieval_per_gb=section.number("retrieval_per_gb", 0.0) / gb,
+        transfer_per_gb=section.number("transfer_per_gb", 0.0) / gb,
         first_byte_latency_s=_assumed(section, "first_byte_latency_s", 0.0, "no first-byte latency"),
         read_gbps=_assumed(section, "read_gbps", None, "loads limited by the instance's path alone"),
         object_tokens=section.number("object_tokens", None, positive=True, integer=True),
         overlap_load=section.boolean("overlap_load", False),
         node_gb=section.number("node_gb", MISSING if node_priced else None, positive=True),
         node_price_per_hour=section.number("node_price_per_hour", MISSING if node_priced else None),
+        price_unit=unit,
     )
 
 

@@ -256,15 +256,17 @@ def catalogs_show(name: str, gpu: str | None, quiet: bool) -> None:
         def est(key: str, i: int = i) -> bool:
             return f"tiers[{i}].{key}" in estimated
         if t.attached:
-            rows.append([t.name, t.kind, "in instance", "—", "—", "—", "—", "path"])
+            rows.append([t.name, t.kind, "in instance", "—", "—", "—", "—", "—", "path"])
             continue
-        rows.append([t.name, t.kind, f"${t.price_gb_month:g}", f"${t.read_request_price:.3g}",
-                     f"${t.write_request_price:.3g}", f"${t.retrieval_per_gb + t.transfer_per_gb:g}",
+        given = f"${t.price_gb_month * t.unit_gb:.6g}/{t.price_unit}"  # the catalog's own figure and unit
+        rows.append([t.name, t.kind, given, f"${t.price_gb_month:.6g}", f"${t.read_request_price:.3g}",
+                     f"${t.write_request_price:.3g}", f"${t.retrieval_per_gb + t.transfer_per_gb:.6g}",
                      _figure(t.first_byte_latency_s * 1e3, est("first_byte_latency_s")),
                      _figure(t.read_gbps, est("read_gbps"))])
     click.echo("")
-    click.echo(table(["TIER", "KIND", "$/GB-MONTH", "$/GET", "$/PUT", "$/GB READ", "FIRST_BYTE_ms", "READ_GB/s"],
-                     rows, indent=""))
+    click.echo(table(["TIER", "KIND", "PRICE AS GIVEN", "$/GB-MONTH", "$/GET", "$/PUT", "$/GB READ", "FIRST_BYTE_ms",
+                      "READ_GB/s"], rows, indent=""))
+    click.echo("\nGB = 1e9 bytes; prices given per GiB (2^30 bytes) are divided by 1.073741824.")
     if estimated:
         click.echo(f"\n* estimated ({len(estimated)} figures in this catalog)")
 

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from .catalog import ATTACHED_KINDS, Catalog
+from .catalog import ATTACHED_KINDS, Catalog, shared_gpu
 
 STORAGE_PER_GB_MONTH_MAX = 1.0   # block, file and object storage above $1/GB-month is likely priced per TB
 NETWORK_GBPS_MAX = 3200          # the largest instance network links (e.g. 3,200 Gbit/s EFA on p5)
 READ_GBPS_MAX = 400              # one load faster than 400 GB/s would beat any host or network path
+# Providers whose storage "GB" is 2^30 bytes (sources in catalogs/SCHEMA.md, "price_unit"): a round list price
+# given per GB-month there is most likely the per-GiB figure, 7.4% above the price per GB.
+GIB_BILLING_PROVIDERS = ("aws", "gcp", "azure")
+_PRICED_STORAGE = ("block", "file", "object")
+# The figures that tell one variant of a part from another (SXM vs PCIe); memory size is "as the cloud reports
+# it" and may differ between catalogs for the same part.
+_PART_FIGURES = ("hbm_gbps", "tflops")
 
 
 def _has_source(entry: dict) -> bool:
@@ -37,7 +44,17 @@ def _unit_slips(catalog: Catalog) -> list[str]:
         if tier.read_gbps is not None and tier.read_gbps > READ_GBPS_MAX:
             warnings.append(f"{where}.read_gbps: {tier.read_gbps:g} GB/s is above any path into an instance: "
                             "Gbit/s or MB/s?")
+        if catalog.provider in GIB_BILLING_PROVIDERS and tier.kind in _PRICED_STORAGE \
+                and tier.price_unit == "GB-month" and _list_price(tier.price_gb_month):
+            warnings.append(f"{where}.price_gb_month: ${tier.price_gb_month:g} looks like {catalog.provider}'s "
+                            "list price per GiB-month (2^30 B): state price_unit: GiB-month, or give the price "
+                            "per GB (1e9 B)")
     return warnings
+
+
+def _list_price(price: float) -> bool:
+    """A positive price with at most four decimals, as providers list them (a converted one rarely is)."""
+    return price > 0 and abs(price * 1e4 - round(price * 1e4)) < 1e-6
 
 
 def _doubtful(catalog: Catalog) -> list[str]:
@@ -76,4 +93,21 @@ def _doubtful(catalog: Catalog) -> list[str]:
     for name, spec in raw.get("gpus", {}).items():
         if isinstance(spec, dict) and not _has_source(spec):
             warnings.append(f"gpus.{name}: missing source or as_of")
+    return warnings + _shadowed_parts(catalog)
+
+
+def _shadowed_parts(catalog: Catalog) -> list[str]:
+    """A catalog's own GPU spec under a gpus.yaml name but with another bandwidth or compute figure is a
+    different part (e.g. a PCIe card under the SXM part's name) and needs its own name."""
+    used = {offering.gpu.name: offering.gpu for offering in catalog.offerings}
+    warnings = []
+    for name, gpu in sorted(used.items()):
+        shared = shared_gpu(name)
+        if shared is None:
+            continue
+        for key in _PART_FIGURES:
+            ours, theirs = getattr(gpu, key), getattr(shared, key)
+            if ours != theirs:
+                warnings.append(f"gpus.{name}.{key}: {ours:g} here, {theirs:g} in catalogs/gpus.yaml for the same "
+                                "name: a different part needs its own name")
     return warnings

@@ -50,7 +50,7 @@ def test_aws_catalog_has_the_families_and_tiers_the_planner_needs():
     assert p5.gpus == 8 and p5.gpu.name == "H100"
     assert catalog.offering("g5.xlarge").prices["on_demand"] == pytest.approx(1.006)
     s3 = next(t for t in catalog.tiers if t.name == "s3_standard")
-    assert s3.price_gb_month == pytest.approx(0.023)
+    assert s3.price_gb_month == pytest.approx(0.023 / 1.073741824)   # $0.023 per GiB-month, per GB (1e9 B)
     assert s3.read_request_price == pytest.approx(0.0004 / 1000)
 
 
