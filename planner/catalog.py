@@ -359,8 +359,8 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
     used = {str(o.data.get("gpu")) for o in offering_sections}
     gpu_data = {name: shared[name] for name in sorted(used) if name in shared and name not in own} | own
     gpus = {name: _gpu(name, Section(spec, file if name in own else str(bundled_dir() / "gpus.yaml"),
-                                     f"gpus.{name}", root.estimated))
-            for name, spec in gpu_data.items()}
+                                     f"gpus.{name if name.isprintable() else repr(name)}", root.estimated))
+            for name, spec in gpu_data.items()}  # a name with a line break stays on the error's one line
     offerings = [_offering(s, gpus, efficiency, calibration, models) for s in offering_sections]
     tiers = [_tier(s) for s in root.sections("tiers", [])]
     for kind, items in (("offering", offerings), ("tier", tiers)):

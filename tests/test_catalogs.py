@@ -91,3 +91,16 @@ def test_removing_from_a_null_list_is_an_input_error(tmp_path):
     path.write_text("name: x\nas_of: '2026-11-26'\nofferings: []\ntiers: null\nremove_tiers: []\n")
     with pytest.raises(InputError):
         load_catalog(str(path), load_models())
+
+
+def test_a_gpu_name_with_a_line_break_stays_one_line(tmp_path):
+    """Found by the catalog fuzz test: `gpus: {"\\n": {}}` named its missing key on two lines."""
+    from planner.errors import InputError
+
+    data = yaml.safe_load((bundled_dir() / "paper-2025.yaml").read_text())
+    data["gpus"] = {"\n": {}}
+    path = tmp_path / "cat.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as info:
+        load_catalog(str(path), load_models())
+    assert "\n" not in str(info.value) and "gpus.'\\n'.tflops: missing key" in str(info.value)
