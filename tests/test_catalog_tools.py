@@ -100,7 +100,9 @@ def test_extends_overrides_merges_and_discounts(tmp_path):
     assert g6e.host_memory_gb == base.offering("g6e.xlarge").host_memory_gb         # the rest inherited
     assert catalog.offering("owned-l40s").prices["on_demand"] == pytest.approx(3.0)
     s3 = next(t for t in catalog.tiers if t.name == "s3_standard")
-    assert s3.price_gb_month == 0.02 and s3.read_request_price == pytest.approx(4e-7)
+    # merged field by field: the override's 0.02 is in the unit the base tier states (price_unit: GiB-month)
+    assert s3.price_unit == "GiB-month" and s3.price_gb_month == pytest.approx(0.02 / 1.073741824, rel=1e-12)
+    assert s3.read_request_price == pytest.approx(4e-7)
     assert "efs_standard" not in {t.name for t in catalog.tiers}
 
 
@@ -123,7 +125,7 @@ def test_skypilot_import_of_the_aws_csv():
     types = raw["InstanceType"].nunique()
     assert result.types_in_region == types
     assert len(result.offerings) + sum(map(len, result.unknown_gpus.values())) == types
-    assert result.unknown_gpus == {"B200": ["p6-b200.48xlarge"]}   # reported, not guessed
+    assert result.unknown_gpus == {}   # every GPU of the CSV, B200 included, is in catalogs/gpus.yaml
     by_name = {o["name"]: o for o in result.offerings}
     # cheapest zone per type: the lowest on-demand price, then the lowest spot price
     for name, rows in raw.groupby("InstanceType"):

@@ -50,7 +50,7 @@ def test_aws_catalog_has_the_families_and_tiers_the_planner_needs():
     assert p5.gpus == 8 and p5.gpu.name == "H100"
     assert catalog.offering("g5.xlarge").prices["on_demand"] == pytest.approx(1.006)
     s3 = next(t for t in catalog.tiers if t.name == "s3_standard")
-    assert s3.price_gb_month == pytest.approx(0.023)
+    assert s3.price_gb_month == pytest.approx(0.023 / 1.073741824)   # $0.023 per GiB-month, per GB (1e9 B)
     assert s3.read_request_price == pytest.approx(0.0004 / 1000)
 
 
@@ -91,3 +91,16 @@ def test_removing_from_a_null_list_is_an_input_error(tmp_path):
     path.write_text("name: x\nas_of: '2026-11-26'\nofferings: []\ntiers: null\nremove_tiers: []\n")
     with pytest.raises(InputError):
         load_catalog(str(path), load_models())
+
+
+def test_a_gpu_name_with_a_line_break_stays_one_line(tmp_path):
+    """Found by the catalog fuzz test: `gpus: {"\\n": {}}` named its missing key on two lines."""
+    from planner.inputs.errors import InputError
+
+    data = yaml.safe_load((bundled_dir() / "paper-2025.yaml").read_text())
+    data["gpus"] = {"\n": {}}
+    path = tmp_path / "cat.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as info:
+        load_catalog(str(path), load_models())
+    assert "\n" not in str(info.value) and "gpus.'\\n'.tflops: missing key" in str(info.value)

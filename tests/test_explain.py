@@ -57,12 +57,16 @@ def test_a_choice_forced_by_capacity_names_a_full_row(saved):
     for row in plan["contexts"]:
         result = explain.context(model, placement, priced, row["id"])
         if "needs more" in result["why"]:
-            forced.append(result["why"])
+            forced.append((result["why"], result["tokens"]))
     assert forced, "the 80-document plan has contexts kept off a full HBM cache"
-    for why in forced:
+    kv_bytes = MODELS["Llama-3.1-8B"].kv_bytes_per_token   # the rag-docs model
+    for why, tokens in forced:
         resource, offering = why.split("needs more ")[1].split(" (")[0].split(" on ")
         line = table[(table["offering"] == offering) & (table["resource"] == resource)]
-        assert line["share"].item() >= 0.99 and line["binding"].item()
+        if resource.endswith("_gb"):   # a memory: what is left of it cannot hold this context's KV cache
+            assert line["capacity"].item() - line["used"].item() < tokens * kv_bytes / 1e9
+        else:
+            assert line["share"].item() >= 0.99 and line["binding"].item()
 
 
 def test_explain_agrees_with_resolves(saved):

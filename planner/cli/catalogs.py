@@ -31,7 +31,7 @@ def catalogs_list(quiet: bool) -> None:
     click.echo(table(["name", "provider", "region", "as_of", "offerings", "tiers"], rows, indent=""))
 
 
-def _catalog_figure(value, estimated: bool) -> str:
+def _figure(value, estimated: bool) -> str:
     if value is None:
         return "—"
     return (f"{value:,.0f}" if value >= 100 else f"{value:.4g}") + ("*" if estimated else "")
@@ -53,9 +53,10 @@ def catalogs_show(name: str, gpu: str | None, quiet: bool) -> None:
         est = {key for key in ("host_memory_gb", "local_nvme_gb", "local_nvme_gbps", "network_gbps",
                                "block_storage_gbps") if f"offerings[{i}].{key}" in estimated}
         p = o.prices
-        rows.append([o.gpu.name, o.gpus, o.name, f"{o.gpu.hbm_gb:.0f}", _catalog_figure(o.host_memory_gb, "host_memory_gb" in est),
-                     _catalog_figure(o.local_nvme_gb, "local_nvme_gb" in est), _catalog_figure(o.local_nvme_gbps, "local_nvme_gbps" in est),
-                     _catalog_figure(o.network_gbps, "network_gbps" in est), _catalog_figure(o.block_storage_gbps, "block_storage_gbps" in est),
+        figures = [_figure(getattr(o, key), key in est) for key in ("host_memory_gb", "local_nvme_gb",
+                                                                     "local_nvme_gbps", "network_gbps",
+                                                                     "block_storage_gbps")]
+        rows.append([o.gpu.name, o.gpus, o.name, f"{o.gpu.hbm_gb:.0f}", *figures,
                      f"${p['on_demand']:,.3f}", *(f"${p[k]:,.3f}" if k in p else "—"
                                                   for k in ("spot", "reserved_1y", "reserved_3y"))])
     click.echo(table(["GPU", "QTY", "INSTANCE", "GPU_GB", "HOST_GB", "NVME_GB", "NVME_GB/s", "NET_Gbit/s",
@@ -65,15 +66,17 @@ def catalogs_show(name: str, gpu: str | None, quiet: bool) -> None:
         def est(key: str, i: int = i) -> bool:
             return f"tiers[{i}].{key}" in estimated
         if t.attached:
-            rows.append([t.name, t.kind, "in instance", "—", "—", "—", "—", "path"])
+            rows.append([t.name, t.kind, "in instance", "—", "—", "—", "—", "—", "path"])
             continue
-        rows.append([t.name, t.kind, f"${t.price_gb_month:g}", f"${t.read_request_price:.3g}",
-                     f"${t.write_request_price:.3g}", f"${t.retrieval_per_gb + t.transfer_per_gb:g}",
-                     _catalog_figure(t.first_byte_latency_s * 1e3, est("first_byte_latency_s")),
-                     _catalog_figure(t.read_gbps, est("read_gbps"))])
+        given = f"${t.price_gb_month * t.unit_gb:.6g}/{t.price_unit}"  # the catalog's own figure and unit
+        rows.append([t.name, t.kind, given, f"${t.price_gb_month:.6g}", f"${t.read_request_price:.3g}",
+                     f"${t.write_request_price:.3g}", f"${t.retrieval_per_gb + t.transfer_per_gb:.6g}",
+                     _figure(t.first_byte_latency_s * 1e3, est("first_byte_latency_s")),
+                     _figure(t.read_gbps, est("read_gbps"))])
     click.echo("")
-    click.echo(table(["TIER", "KIND", "$/GB-MONTH", "$/GET", "$/PUT", "$/GB READ", "FIRST_BYTE_ms", "READ_GB/s"],
-                     rows, indent=""))
+    click.echo(table(["TIER", "KIND", "PRICE AS GIVEN", "$/GB-MONTH", "$/GET", "$/PUT", "$/GB READ", "FIRST_BYTE_ms",
+                      "READ_GB/s"], rows, indent=""))
+    click.echo("\nGB = 1e9 bytes; prices given per GiB (2^30 bytes) are divided by 1.073741824.")
     if estimated:
         click.echo(f"\n* estimated ({len(estimated)} figures in this catalog)")
 

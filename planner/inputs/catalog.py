@@ -18,12 +18,12 @@ ATTACHED_KINDS = ("hbm", "host_memory", "local_nvme")
 REMOTE_KINDS = ("block", "file", "object", "memory_service")
 PRICINGS = ("on_demand", "spot", "reserved_1y", "reserved_3y")
 STORAGE_PER_GB_MONTH_MAX = 1.0   # block, file and object storage above $1/GB-month is likely priced per TB
-
-
 NETWORK_GBPS_MAX = 3200          # the largest instance network links (e.g. 3,200 Gbit/s EFA on p5)
-
-
 READ_GBPS_MAX = 400              # one load faster than 400 GB/s would beat any host or network path
+# Providers whose storage "GB" is 2^30 bytes (sources in catalogs/SCHEMA.md, "price_unit"): a round list price
+# given per GB-month there is most likely the per-GiB figure, 7.4% above the price per GB.
+GIB_BILLING_PROVIDERS = ("aws", "gcp", "azure")
+_PRICED_STORAGE = ("block", "file", "object")
 EFFICIENCY_DEFAULTS: dict[str, float] = {
     "prefill_mfu": 0.4,
     "decode_mbu": 0.6,
@@ -36,6 +36,10 @@ EFFICIENCY_DEFAULTS: dict[str, float] = {
 _FRACTIONS = {"prefill_mfu", "decode_mbu", "utilization_max", "hbm_cache_fraction", "host_cache_fraction",
               "nvme_cache_fraction"}
 _ENTRY = ("source", "as_of", "note")
+GB_PER_GIB = 2**30 / 1e9  # 1.073741824: a price per GiB divided by this is the price per GB (MODEL.md §1)
+# The byte unit a tier's per-byte prices are stated in (storage per unit-month; retrieval and transfer per unit),
+# and how many GB one such unit holds.
+PRICE_UNITS: dict[str, float] = {"GB-month": 1.0, "GiB-month": GB_PER_GIB}
 
 
 def bundled_dir() -> Path:
@@ -182,6 +186,12 @@ class Tier:
     overlap_load: bool = False
     node_gb: float | None = None
     node_price_per_hour: float | None = None
+    price_unit: str = "GB-month"   # as the catalog states it; the prices above are already per GB
+
+    @property
+    def unit_gb(self) -> float:
+        """GB in one unit of the stated price (1.073741824 for GiB)."""
+        return PRICE_UNITS[self.price_unit]
 
     @property
     def attached(self) -> bool:
@@ -248,6 +258,13 @@ def known_gpus() -> dict[str, Any]:
     return dict(Section(load_yaml(path), str(path)).raw("gpus"))
 
 
+def shared_gpu(name: str) -> Gpu | None:
+    """The spec catalogs/gpus.yaml gives for `name`, or None where it has none."""
+    spec = known_gpus().get(name)
+    path = bundled_dir() / "gpus.yaml"
+    return None if spec is None else _gpu(name, Section(spec, str(path), f"gpus.{name}"))
+
+
 _OFFERING_KEYS = ("name", "gpu", "gpus", "price_per_hour", "host_memory_gb", "local_nvme_gb", "local_nvme_gbps",
                   "network_gbps", "block_storage_gbps", "max_instances", "prefill_calibration", "vcpus") \
     + tuple(EFFICIENCY_DEFAULTS) + _ENTRY
@@ -286,7 +303,7 @@ def _offering(section: Section, gpus: dict[str, Gpu], efficiency: dict[str, floa
 
 _TIER_KEYS = ("name", "kind", "price_gb_month", "read_request_price", "write_request_price", "retrieval_per_gb",
               "transfer_per_gb", "first_byte_latency_s", "read_gbps", "object_tokens", "overlap_load", "node_gb",
-              "node_price_per_hour") + _ENTRY
+              "node_price_per_hour", "price_unit") + _ENTRY
 
 
 def _assumed(section: Section, key: str, default: float | None, meaning: str) -> float | None:
@@ -307,20 +324,23 @@ def _tier(section: Section) -> Tier:
         return Tier(name, kind, read_gbps=section.number("read_gbps", None, positive=True),
                     overlap_load=section.boolean("overlap_load", False))
     node_priced = section.has("node_price_per_hour") or section.has("node_gb")
+    unit = section.string("price_unit", "GB-month", choices=tuple(PRICE_UNITS))
+    gb = PRICE_UNITS[unit]  # the one conversion of prices stated per GiB to prices per GB
     return Tier(
         name=name,
         kind=kind,
-        price_gb_month=section.number("price_gb_month", 0.0 if node_priced else MISSING),
+        price_gb_month=section.number("price_gb_month", 0.0 if node_priced else MISSING) / gb,
         read_request_price=section.number("read_request_price", 0.0),
         write_request_price=section.number("write_request_price", 0.0),
-        retrieval_per_gb=section.number("retrieval_per_gb", 0.0),
-        transfer_per_gb=section.number("transfer_per_gb", 0.0),
+        retrieval_per_gb=section.number("retrieval_per_gb", 0.0) / gb,
+        transfer_per_gb=section.number("transfer_per_gb", 0.0) / gb,
         first_byte_latency_s=_assumed(section, "first_byte_latency_s", 0.0, "no first-byte latency"),
         read_gbps=_assumed(section, "read_gbps", None, "loads limited by the instance's path alone"),
         object_tokens=section.number("object_tokens", None, positive=True, integer=True),
         overlap_load=section.boolean("overlap_load", False),
         node_gb=section.number("node_gb", MISSING if node_priced else None, positive=True),
         node_price_per_hour=section.number("node_price_per_hour", MISSING if node_priced else None),
+        price_unit=unit,
     )
 
 
@@ -351,8 +371,8 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
     used = {str(o.data.get("gpu")) for o in offering_sections}
     gpu_data = {name: shared[name] for name in sorted(used) if name in shared and name not in own} | own
     gpus = {name: _gpu(name, Section(spec, file if name in own else str(bundled_dir() / "gpus.yaml"),
-                                     f"gpus.{name}", root.estimated))
-            for name, spec in gpu_data.items()}
+                                     f"gpus.{name if name.isprintable() else repr(name)}", root.estimated))
+            for name, spec in gpu_data.items()}  # a name with a line break stays on the error's one line
     offerings = [_offering(s, gpus, efficiency, calibration, models) for s in offering_sections]
     tiers = [_tier(s) for s in root.sections("tiers", [])]
     for kind, items in (("offering", offerings), ("tier", tiers)):
@@ -496,4 +516,14 @@ def unit_slips(catalog: Catalog) -> list[str]:
         if tier.read_gbps is not None and tier.read_gbps > READ_GBPS_MAX:
             warnings.append(f"{where}.read_gbps: {tier.read_gbps:g} GB/s is above any path into an instance: "
                             "Gbit/s or MB/s?")
+        if catalog.provider in GIB_BILLING_PROVIDERS and tier.kind in _PRICED_STORAGE \
+                and tier.price_unit == "GB-month" and _list_price(tier.price_gb_month):
+            warnings.append(f"{where}.price_gb_month: ${tier.price_gb_month:g} looks like {catalog.provider}'s "
+                            "list price per GiB-month (2^30 B): state price_unit: GiB-month, or give the price "
+                            "per GB (1e9 B)")
     return warnings
+
+
+def _list_price(price: float) -> bool:
+    """A positive price with at most four decimals, as providers list them (a converted one rarely is)."""
+    return price > 0 and abs(price * 1e4 - round(price * 1e4)) < 1e-6

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from .catalog import ATTACHED_KINDS, Catalog, unit_slips
+from .catalog import ATTACHED_KINDS, Catalog, shared_gpu, unit_slips
+
+# The figures that tell one variant of a part from another (SXM vs PCIe); memory size is "as the cloud reports
+# it" and may differ between catalogs for the same part.
+_PART_FIGURES = ("hbm_gbps", "tflops")
 
 
 def _has_source(entry: dict) -> bool:
@@ -52,4 +56,21 @@ def _doubtful(catalog: Catalog) -> list[str]:
     for name, spec in raw.get("gpus", {}).items():
         if isinstance(spec, dict) and not _has_source(spec):
             warnings.append(f"gpus.{name}: missing source or as_of")
+    return warnings + _shadowed_parts(catalog)
+
+
+def _shadowed_parts(catalog: Catalog) -> list[str]:
+    """A catalog's own GPU spec under a gpus.yaml name but with another bandwidth or compute figure is a
+    different part (e.g. a PCIe card under the SXM part's name) and needs its own name."""
+    used = {offering.gpu.name: offering.gpu for offering in catalog.offerings}
+    warnings = []
+    for name, gpu in sorted(used.items()):
+        shared = shared_gpu(name)
+        if shared is None:
+            continue
+        for key in _PART_FIGURES:
+            ours, theirs = getattr(gpu, key), getattr(shared, key)
+            if ours != theirs:
+                warnings.append(f"gpus.{name}.{key}: {ours:g} here, {theirs:g} in catalogs/gpus.yaml for the same "
+                                "name: a different part needs its own name")
     return warnings
