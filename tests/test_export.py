@@ -198,7 +198,8 @@ def test_remote_tier_served_and_the_other_named(plans, exported):
     assert any("S3 bucket" in p for p in summary.placeholders)
     rows = list(csv.DictReader(io.StringIO((folder / "placement.csv").read_text())))
     served = {r["context_id"]: r["served_by"] for r in rows}
-    assert served == {**{f"s{i}": "LMCache" for i in range(4)}, **{f"e{i}": "not served (see README)" for i in range(2)}}
+    assert served == {**{f"s{i}": "LMCache" for i in range(4)},
+                      **{f"e{i}": "not served (see README)" for i in range(2)}}
 
 
 def test_no_stored_contexts_no_lmcache_no_connector(plans, exported):
