@@ -9,6 +9,7 @@ import click
 
 from .. import __version__
 from .catalogs import catalogs_group
+from .export import export_command
 from .forecast import forecast_command
 from .plan import compare_command, evaluate_command, plan_command
 from .report import breakeven_command, explain_command, report_command
@@ -23,5 +24,5 @@ def main() -> None:
 
 
 for _command in (plan_command, evaluate_command, compare_command, forecast_command, report_command,
-                 explain_command, breakeven_command, sweep_command, workload_group, catalogs_group):
+                 explain_command, breakeven_command, sweep_command, workload_group, catalogs_group, export_command):
     main.add_command(_command)

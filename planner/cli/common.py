@@ -15,6 +15,7 @@ import click
 
 from ..inputs.errors import Infeasible, InputError
 from ..plan.runner import METHODS, SCALE_CLASSES
+from ..present.output import write_atomic  # noqa: F401  (the commands write through it)
 
 SOLVERS = ("highs", "cbc")
 
@@ -62,21 +63,6 @@ def command(func):
                        err=True)
             sys.exit(3)
     return wrapper
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def progress_printer(quiet: bool) -> Callable[[str], None]:
