@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .inputs.catalog import Catalog, ModelCard, Offering
+from .inputs.profiles import Profile
 
 RECOMPUTE = 0
 PATH_NONE, PATH_NETWORK, PATH_BLOCK = 0, 1, 2
@@ -28,13 +29,23 @@ def prefill_flops(card: ModelCard, n, p):
 
 
 def tensor_parallel(card: ModelCard, gpus: int, hbm_gb: float) -> int:
-    """tp: the smallest power of two <= gpus whose GPUs hold the weights within 80% of HBM; 0 if none."""
+    """tp_min: the smallest power of two <= gpus whose GPUs hold the weights within 80% of HBM; 0 if none."""
     tp = 1
     while tp <= gpus:
         if card.weight_bytes / tp <= 0.8 * hbm_gb * 1e9:
             return tp
         tp *= 2
     return 0
+
+
+def tp_versions(card: ModelCard, gpus: int, hbm_gb: float) -> list[int]:
+    """Every tensor-parallel size an instance may run (MODEL.md §4): powers of two from tp_min to gpus."""
+    tp = tensor_parallel(card, gpus, hbm_gb)
+    sizes = []
+    while 0 < tp <= gpus:
+        sizes.append(tp)
+        tp *= 2
+    return sizes
 
 
 def _prefill_mfu(card: ModelCard, offering: Offering) -> float:
@@ -53,15 +64,21 @@ def _or_nan(value: float | None) -> float:
 
 @dataclass(frozen=True)
 class Fleet:
-    """Per-offering arrays (length G) for one model and one pricing."""
-    names: tuple[str, ...]
+    """Per-pool arrays (length G) for one model and one pricing. A pool is one offering run at one
+    tensor-parallel size (MODEL.md §4): its own instance count and HBM-cache state; `offering` maps it back."""
+    names: tuple[str, ...]     # pool labels, unique: the offering's name, with its tp where it has several
+    offering: np.ndarray       # index of the catalog offering
+    offering_names: tuple[str, ...]
     price: np.ndarray          # USD per instance-hour at the workload's pricing (nan: not sold that way)
     gpus: np.ndarray
-    tp: np.ndarray             # GPUs per replica (0: the model does not fit)
-    replicas: np.ndarray       # replicas per instance
+    tp: np.ndarray             # GPUs per replica
+    replicas: np.ndarray       # replicas per instance: floor(gpus / tp)
     kv_space: np.ndarray       # K_g: HBM bytes per replica after weights
-    prefill_rate: np.ndarray   # FLOP/s of one replica at prefill_mfu
-    step_bandwidth: np.ndarray  # bytes/s one replica reads during decode at decode_mbu
+    prefill_rate: np.ndarray   # FLOP/s of one replica at prefill_mfu (the roofline)
+    step_bandwidth: np.ndarray  # bytes/s one replica reads during decode at decode_mbu (the roofline)
+    profile: np.ndarray        # index into `profiles` of the measured profile that replaces the roofline, or -1
+    profiles: tuple[Profile, ...]
+    load_blocks_gpu: np.ndarray  # a cache load holds the replica's GPUs (serial pipelines)
     decode_batch: np.ndarray
     utilization_max: np.ndarray
     hbm_cache_fraction: np.ndarray
@@ -71,7 +88,8 @@ class Fleet:
     network_gbps: np.ndarray
     block_storage_gbps: np.ndarray
     pcie_gbps: np.ndarray
-    max_instances: np.ndarray  # inf where uncapped
+    max_instances: np.ndarray  # per pool: the offering's cap (inf where uncapped); it caps the sum of its pools
+    unserved: tuple[tuple[str, str], ...]  # (offering, why) for offerings with no pool for this model
     # per-instance capacities (MODEL.md §5)
     gpu_capacity: np.ndarray   # utilization_max · replicas · tp  (GPU-seconds per second)
     hbm_cache_gb: np.ndarray   # replicas · hbm_cache_fraction · K_g / 1e9
@@ -82,45 +100,69 @@ class Fleet:
 
     @property
     def serves(self) -> np.ndarray:
-        return (self.tp > 0) & np.isfinite(self.price)
+        return np.isfinite(self.price)
 
     def why_not(self, g: int, pricing: str) -> str:
-        if self.tp[g] == 0:
-            return "the model's weights do not fit its GPUs"
-        if not np.isfinite(self.price[g]):
-            return f"no {pricing} price"
-        return ""
+        return "" if np.isfinite(self.price[g]) else f"no {pricing} price"
+
+    def reasons(self, pricing: str) -> list[str]:
+        """Why no pool serves: per offering, its reason."""
+        found = {f"{name}: {why}" for name, why in self.unserved}
+        found |= {f"{self.offering_names[g]}: {self.why_not(g, pricing)}" for g in np.flatnonzero(~self.serves)}
+        return sorted(found)
+
+    def pool(self, offering: str, tp: int | None = None) -> int:
+        """The pool of an offering at a tp (its smallest tp where None); KeyError if there is none."""
+        for g, (name, size) in enumerate(zip(self.offering_names, self.tp.tolist())):
+            if name == offering and (tp is None or size == tp):
+                return g
+        raise KeyError(offering if tp is None else f"{offering} at tp {tp}")
 
 
 def build_fleet(card: ModelCard, catalog: Catalog, pricing: str) -> Fleet:
     offs = catalog.offerings
-    tp = np.array([tensor_parallel(card, o.gpus, o.gpu.hbm_gb) for o in offs], dtype=np.int64)
-    gpus = np.array([o.gpus for o in offs], dtype=np.int64)
-    replicas = np.where(tp > 0, gpus // np.maximum(tp, 1), 0)
-    hbm_gb = np.array([o.gpu.hbm_gb for o in offs])
-    kv_space = np.where(tp > 0, tp * hbm_gb * 1e9 - card.weight_bytes, 0.0)
-    eff = {key: np.array([o.efficiency[key] for o in offs], dtype=float) for key in offs[0].efficiency}
-    mfu = np.array([_prefill_mfu(card, o) for o in offs])
-    tflops = np.array([o.gpu.tflops for o in offs])
-    hbm_gbps = np.array([o.gpu.hbm_gbps for o in offs])
-    host = np.array([_or_nan(o.host_memory_gb) for o in offs])
-    nvme = np.array([_or_nan(o.local_nvme_gb) for o in offs])
-    network = np.array([_or_nan(o.network_gbps) for o in offs])
-    block = np.array([_or_nan(o.block_storage_gbps) for o in offs])
+    pools = [(i, tp) for i, o in enumerate(offs) for tp in tp_versions(card, o.gpus, o.gpu.hbm_gb)]
+    unserved = tuple((o.name, "the model's weights do not fit its GPUs") for o in offs
+                     if not tp_versions(card, o.gpus, o.gpu.hbm_gb))
+    index = np.array([i for i, _ in pools], dtype=np.int64)
+    tp = np.array([t for _, t in pools], dtype=np.int64)
+    several = {i for i in set(index.tolist()) if np.sum(index == i) > 1}
+    names = tuple(offs[i].name + (f" tp{t}" if i in several else "") for i, t in pools)
+
+    def per_pool(values: list) -> np.ndarray:
+        return np.array(values, dtype=float)[index] if len(index) else np.zeros(0)
+
+    gpus = np.array([o.gpus for o in offs], dtype=np.int64)[index] if len(index) else np.zeros(0, np.int64)
+    replicas = gpus // np.maximum(tp, 1)
+    hbm_gb = per_pool([o.gpu.hbm_gb for o in offs])
+    kv_space = tp * hbm_gb * 1e9 - card.weight_bytes
+    eff = {key: per_pool([o.efficiency[key] for o in offs]) for key in offs[0].efficiency}
+    mfu = per_pool([_prefill_mfu(card, o) for o in offs])
+    tflops = per_pool([o.gpu.tflops for o in offs])
+    hbm_gbps = per_pool([o.gpu.hbm_gbps for o in offs])
+    host = per_pool([_or_nan(o.host_memory_gb) for o in offs])
+    nvme = per_pool([_or_nan(o.local_nvme_gb) for o in offs])
+    network = per_pool([_or_nan(o.network_gbps) for o in offs])
+    block = per_pool([_or_nan(o.block_storage_gbps) for o in offs])
+    by_key = {p.key: j for j, p in enumerate(catalog.profiles)}
+    profile = np.array([by_key.get((card.name, offs[i].gpu.name, t), -1) for i, t in pools], dtype=np.int64)
     return Fleet(
-        names=tuple(o.name for o in offs),
-        price=np.array([o.prices.get(pricing, np.nan) for o in offs], dtype=float),
+        names=names, offering=index, offering_names=tuple(offs[i].name for i in index.tolist()),
+        price=per_pool([o.prices.get(pricing, np.nan) for o in offs]),
         gpus=gpus, tp=tp, replicas=replicas, kv_space=kv_space,
         prefill_rate=tp * tflops * 1e12 * mfu,
         step_bandwidth=tp * hbm_gbps * 1e9 * eff["decode_mbu"],
+        profile=profile, profiles=catalog.profiles,
+        load_blocks_gpu=eff["load_blocks_gpu"] > 0,
         decode_batch=eff["decode_batch"],
         utilization_max=eff["utilization_max"],
         hbm_cache_fraction=eff["hbm_cache_fraction"],
         host_memory_gb=host, local_nvme_gb=nvme,
-        local_nvme_gbps=np.array([_or_nan(o.local_nvme_gbps) for o in offs]),
+        local_nvme_gbps=per_pool([_or_nan(o.local_nvme_gbps) for o in offs]),
         network_gbps=network, block_storage_gbps=block,
-        pcie_gbps=np.array([_or_nan(o.gpu.pcie_gbps) for o in offs]),
-        max_instances=np.array([np.inf if o.max_instances is None else o.max_instances for o in offs]),
+        pcie_gbps=per_pool([_or_nan(o.gpu.pcie_gbps) for o in offs]),
+        max_instances=per_pool([np.inf if o.max_instances is None else o.max_instances for o in offs]),
+        unserved=unserved,
         gpu_capacity=eff["utilization_max"] * replicas * tp,
         hbm_cache_gb=replicas * eff["hbm_cache_fraction"] * np.maximum(kv_space, 0) / 1e9,
         host_cache_gb=eff["host_cache_fraction"] * host,
@@ -128,6 +170,60 @@ def build_fleet(card: ModelCard, catalog: Catalog, pricing: str) -> Fleet:
         network_cap_gbs=eff["utilization_max"] * network / 8,
         block_cap_gbs=eff["utilization_max"] * block / 8,
     )
+
+
+# --- prefill and decode times: the roofline, or a measured profile (MODEL.md §3.2, §4) ---------------------
+
+def prefill_seconds(card: ModelCard, fleet: Fleet, g, tokens) -> tuple[np.ndarray, np.ndarray]:
+    """T_g(L): seconds for one replica of pool g to prefill L tokens from scratch, and whether a profile was
+    extrapolated past its longest measured length. n new tokens after p cached ones take T(p + n) - T(p)."""
+    g = np.asarray(g, dtype=np.int64)
+    tokens = np.asarray(tokens, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seconds = prefill_flops(card, tokens, 0) / fleet.prefill_rate[g] if len(g) else np.zeros(0)
+    beyond = np.zeros(len(g), dtype=bool)
+    for j in np.unique(fleet.profile[g]) if len(g) else ():
+        if j < 0:
+            continue
+        prof = fleet.profiles[j]
+        on = fleet.profile[g] == j
+        xs = np.array((0,) + prof.prefill_tokens, dtype=float)
+        ys = np.array((0.0,) + prof.prefill_seconds)
+        L = tokens[on]
+        past = L > xs[-1]
+        # past the longest measured length: the roofline's shape, scaled to the last point
+        scaled = ys[-1] * prefill_flops(card, L, 0) / float(prefill_flops(card, xs[-1], 0))
+        seconds[on] = np.where(past, scaled, np.interp(L, xs, ys))
+        beyond[on] = past
+    return seconds, beyond
+
+
+def step_seconds(card: ModelCard, fleet: Fleet, g, batch, kv_tokens) -> tuple[np.ndarray, np.ndarray]:
+    """t_step: seconds of one decode step of a batch over kv_tokens each, and whether a profile was extrapolated
+    past its measured batches. Roofline: (W_read + b·s·kv) / (tp · hbm_gbps · decode_mbu)."""
+    g = np.asarray(g, dtype=np.int64)
+    batch = np.asarray(batch, dtype=float)
+    kv = np.asarray(kv_tokens, dtype=float)
+    s = card.kv_bytes_per_token
+    read = card.weight_read_bytes + batch * s * kv
+    with np.errstate(divide="ignore", invalid="ignore"):
+        seconds = read / fleet.step_bandwidth[g] if len(g) else np.zeros(0)
+    beyond = np.zeros(len(g), dtype=bool)
+    for j in np.unique(fleet.profile[g]) if len(g) else ():
+        if j < 0 or not fleet.profiles[j].decode_batches:
+            continue
+        prof = fleet.profiles[j]
+        on = fleet.profile[g] == j
+        bs = np.array(prof.decode_batches, dtype=float)
+        ts = np.array(prof.decode_seconds)
+        b = batch[on]
+        ref = lambda x: card.weight_read_bytes + x * s * prof.decode_kv_tokens  # noqa: E731
+        low, high = b < bs[0], b > bs[-1]
+        measured = np.where(low, ts[0] * ref(b) / ref(bs[0]),
+                            np.where(high, ts[-1] * ref(b) / ref(bs[-1]), np.interp(b, bs, ts)))
+        seconds[on] = measured * read[on] / ref(b)   # scaled by the KV bytes read at this KV length
+        beyond[on] = low | high
+    return seconds, beyond
 
 
 @dataclass(frozen=True)
@@ -217,6 +313,7 @@ class Options:
     gpu_load: np.ndarray      # GPU-seconds per second at peak (provisioned capacity rows)
     path_gbs: np.ndarray      # GB/s read at peak over the instance's network or block path
     stored_gb: np.ndarray     # KV size kept on the option's tier (0 for recompute)
+    extrapolated: np.ndarray  # a measured profile was extrapolated past its measured lengths or batches
 
     @property
     def allowed(self) -> np.ndarray:
@@ -246,20 +343,21 @@ def evaluate(card: ModelCard, fleet: Fleet, tiers: Tiers, demand: Demand, settin
     size_gb = s * L / 1e9
 
     # Prefill (§4): recompute everything, or only the prompt after the loaded cache; and the cache build.
+    # T(p + n) - T(p) is the roofline's F(n, p) / rate, or the measured profile's difference (§3.2).
     tp = fleet.tp[g].astype(float)
     serves = fleet.serves[g]
-    rate = np.where(serves, fleet.prefill_rate[g], np.inf)
-    t_prefill = np.where(stored, prefill_flops(card, P, L), prefill_flops(card, L + P, 0)) / rate
-    t_build = np.where(stored, prefill_flops(card, L, 0) / rate, 0.0)
+    t_context, beyond_context = prefill_seconds(card, fleet, g, L)
+    t_full, beyond_full = prefill_seconds(card, fleet, g, L + P)
+    t_prefill = np.where(stored, t_full - t_context, t_full)
+    t_build = np.where(stored, t_context, 0.0)
 
     # Decode (§4): the batch that fits the KV space left to it, its step time and GPU-seconds per request.
     batch_share = np.where(c == 1, 1.0 - fleet.hbm_cache_fraction[g], 1.0)
     space = batch_share * fleet.kv_space[g]
     with np.errstate(divide="ignore", invalid="ignore"):
         batch = np.minimum(fleet.decode_batch[g], np.floor(np.maximum(space, 0) / (s * (L + P + O))))
-        t_step = (card.weight_read_bytes + batch * s * (L + P)) / np.where(serves, fleet.step_bandwidth[g], np.inf)
+        t_step, beyond_batch = step_seconds(card, fleet, g, batch, L + P)
         decode_gpu_s = np.where(batch >= 1, O * tp * t_step / np.maximum(batch, 1), np.inf)
-    busy = tp * t_prefill + decode_gpu_s
 
     # Loading a stored cache (§4): first byte, then size over the narrower of tier and path into the instance.
     path_gbs = np.select(
@@ -272,6 +370,9 @@ def evaluate(card: ModelCard, fleet: Fleet, tiers: Tiers, demand: Demand, settin
         load_s = np.where(stored & (kind != "hbm"), tiers.first_byte_latency_s[t] + size_gb / bandwidth, 0.0)
     ttft = np.where(tiers.overlap_load[t], np.maximum(load_s, t_prefill), load_s + t_prefill)
     tpot = t_step
+    # A serial pipeline holds the replica's GPUs while a cache streams in (load_blocks_gpu, §4).
+    held = np.where(fleet.load_blocks_gpu[g] & stored, tp * np.nan_to_num(load_s, posinf=np.inf), 0.0)
+    busy = tp * t_prefill + decode_gpu_s + held
 
     # Where an option can exist at all (§4, §5, §6).
     provisioned = settings.mode == "provisioned"
@@ -310,6 +411,7 @@ def evaluate(card: ModelCard, fleet: Fleet, tiers: Tiers, demand: Demand, settin
         gpu_load=gpu_load,
         path_gbs=np.where(remote, f * peak * size_gb, 0.0),
         stored_gb=np.where(stored, size_gb, 0.0),
+        extrapolated=beyond_full | (stored & beyond_context) | beyond_batch,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import InputError, warn
 from .fields import MISSING, Section, load_yaml
+from .profiles import Profile, merge_profiles, parse_profiles
 
 ATTACHED_KINDS = ("hbm", "host_memory", "local_nvme")
 REMOTE_KINDS = ("block", "file", "object", "memory_service")
@@ -32,7 +33,9 @@ EFFICIENCY_DEFAULTS: dict[str, float] = {
     "hbm_cache_fraction": 0.5,
     "host_cache_fraction": 0.5,
     "nvme_cache_fraction": 0.9,
+    "load_blocks_gpu": 0.0,   # a flag (true/false in YAML): a cache load holds the GPU idle (MODEL.md §4)
 }
+_FLAGS = {"load_blocks_gpu"}
 _FRACTIONS = {"prefill_mfu", "decode_mbu", "utilization_max", "hbm_cache_fraction", "host_cache_fraction",
               "nvme_cache_fraction"}
 _ENTRY = ("source", "as_of", "note")
@@ -211,6 +214,7 @@ class Catalog:
     path: str = ""
     sha256: str = ""
     estimated: tuple[str, ...] = ()
+    profiles: tuple[Profile, ...] = ()
 
     def offering(self, name: str) -> Offering:
         for offering in self.offerings:
@@ -222,6 +226,10 @@ class Catalog:
 def _efficiency(section: Section, base: dict[str, float]) -> dict[str, float]:
     values = dict(base)
     for key in EFFICIENCY_DEFAULTS:
+        if key in _FLAGS:
+            if section.has(key):
+                values[key] = float(section.boolean(key, False))
+            continue
         if section.has(key):
             integer = key == "decode_batch"
             value = section.number(key, positive=True, integer=integer)
@@ -345,7 +353,8 @@ def _tier(section: Section) -> Tier:
 
 
 CATALOG_KEYS = ("name", "provider", "region", "currency", "as_of", "defaults", "gpus", "offerings", "tiers",
-                "transfer", "description", "extends", "discounts", "remove_offerings", "remove_tiers") + _ENTRY
+                "profiles", "transfer", "description", "extends", "discounts", "remove_offerings",
+                "remove_tiers") + _ENTRY
 
 
 def _gpu_mapping(root: Section) -> dict[str, Any]:
@@ -374,6 +383,7 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
                                      f"gpus.{name if name.isprintable() else repr(name)}", root.estimated))
             for name, spec in gpu_data.items()}  # a name with a line break stays on the error's one line
     offerings = [_offering(s, gpus, efficiency, calibration, models) for s in offering_sections]
+    profiles = parse_profiles(root, models, set(gpus) | set(shared))
     tiers = [_tier(s) for s in root.sections("tiers", [])]
     for kind, items in (("offering", offerings), ("tier", tiers)):
         seen: set[str] = set()
@@ -394,6 +404,7 @@ def parse_catalog(data: Any, file: str, models: dict[str, ModelCard]) -> Catalog
         raw={**data, "gpus": gpu_data},
         path=file,
         estimated=tuple(dict.fromkeys(root.estimated)),
+        profiles=profiles,
     )
 
 
@@ -435,6 +446,10 @@ def extend(data: Any, file: str, seen: tuple[str, ...] = ()) -> Any:
         merged["gpus"] = {**(base.get("gpus") or {}), **(data.get("gpus") or {})}
         for key in ("offerings", "tiers"):
             merged[key] = _merge_by_name(base.get(key) or [], root.sections(key, []))
+        if base.get("profiles") or data.get("profiles"):
+            overrides = data.get("profiles") or []
+            merged["profiles"] = (merge_profiles(base.get("profiles") or [], overrides)
+                                  if isinstance(overrides, list) else overrides)  # parse_catalog reports it
     for key, kind in (("remove_offerings", "offerings"), ("remove_tiers", "tiers")):
         if root.has(key):
             names = root.raw(key)

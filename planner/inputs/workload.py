@@ -24,6 +24,7 @@ from .errors import InputError, warn
 from .fields import Section, load_yaml, read_text
 
 MODES = ("provisioned", "per_use")
+SLO_POLICIES = ("strict", "best_effort")  # MODEL.md §5: refuse the plan, or let contexts that can meet no SLO miss
 MONTHLY = re.compile(r"^reuses_m([1-9]\d*)$")  # forecast columns: reuses in month 1, 2, ... of a horizon
 REQUIRED_COLUMNS = ("id", "tokens", "reuses_per_month", "prompt_tokens", "output_tokens")
 OPTIONAL_COLUMNS = {"ttft_slo_s": np.nan, "tpot_slo_s": np.nan, "writes_per_month": 1.0}
@@ -32,7 +33,7 @@ MAX_PLAUSIBLE_TTFT_S = 300.0  # an SLO above this was probably meant in millisec
 MAX_PLAUSIBLE_TPOT_S = 2.0
 MAX_TOKENS = 1e9  # far beyond any context window; keeps token counts exact in int64 and float arithmetic
 _WORKLOAD_KEYS = ("name", "description", "model", "mode", "hours_per_month", "peak_to_mean", "pricing", "slo",
-                  "traffic", "contexts", "contexts_file")
+                  "slo_policy", "traffic", "contexts", "contexts_file")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Workload:
     contexts: pd.DataFrame = field(repr=False)  # one row per context; columns REQUIRED + OPTIONAL
     name: str = ""
     inputs: dict[str, str] = field(default_factory=dict)  # file path -> sha256
+    slo_policy: str = "strict"
 
     def settings(self) -> dict[str, Any]:
         """The workload without its contexts, as plain data (stored in a plan so it can be re-priced)."""
@@ -63,7 +65,7 @@ class Workload:
         return {"name": self.name, "model": self.model.name, "mode": self.mode,
                 "hours_per_month": self.hours_per_month, "peak_to_mean": self.peak_to_mean,
                 "pricing": self.pricing, "slo": {"ttft_s": self.ttft_slo_s, "tpot_s": self.tpot_slo_s},
-                "traffic": traffic}
+                "slo_policy": self.slo_policy, "traffic": traffic}
 
 
 def plain_value(value: Any) -> Any:
@@ -245,6 +247,7 @@ def parse_workload(data: Any, file: str, models: dict[str, ModelCard], base_dir:
         contexts=contexts,
         name=root.string("name", default_name(file)),
         inputs=inputs,
+        slo_policy=root.string("slo_policy", "strict", choices=SLO_POLICIES),
     )
     _warn_unit_slips(workload, root, contexts_where=_row_locator(
         str(base_dir / root.string("contexts_file")) if root.has("contexts_file") and base_dir else file,

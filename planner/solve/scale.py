@@ -1611,7 +1611,8 @@ def place(inputs: Inputs, demand: Demand, background: Demand, s: Scan, hbm_state
             prices = Prices(pool, np.maximum(-duals[nf + 1 + G * 7:], 0.0))
             positive = np.round(values[z]) > 0
             whole = np.abs(values[z] - np.round(values[z])) <= 1e-6
-            split = np.union1d(fk[~whole], fk[positive][np.r_[False, fk[positive][1:] == fk[positive][:-1]]])
+            on = fk[positive]
+            split = np.union1d(fk[~whole], on[1:][on[1:] == on[:-1]])  # non-whole, or on two options
             took = whole & positive & ~np.isin(fk, split)
             chosen[fk[took]] = fcode[took]
             excess, rc_k, id_k = _repriced(fac, ons, hbm_state, prices, chosen, T, cand_id.shape[1], allowed)
