@@ -154,7 +154,7 @@ def test_ttft_of_a_host_memory_load_by_hand():
     g = model.fleet.names.index("g6e.xlarge")
     t = model.tiers.names.index("host_memory")
     row = np.flatnonzero((table.g == g) & (table.t == t) & (table.c != 1))[0]
-    offering = AWS.offerings[g]
+    offering = AWS.offerings[model.fleet.offering[g]]
     size = card.kv_bytes_per_token * 20_000 / 1e9
     load = size / (offering.gpu.pcie_gbps * 1)
     prefill = flops(card, 200, 20_000) / (offering.gpu.tflops * 1e12 * 0.4)

@@ -127,9 +127,9 @@ def test_capacity_uses_and_one_more_or_fewer(saved):
     table = explain.capacity(model, placement, priced, resolve=True)
     total = plan["total_usd"]
     for f in plan["fleet"]:
-        lines = table[table["offering"] == f["offering"]].set_index("resource")
+        g = model.fleet.pool(f["offering"], f["tp"])
+        lines = table[table["offering"] == model.fleet.names[g]].set_index("resource")
         # GPU use by hand: the contexts' and background's peak loads, against instances · utilisation · GPUs
-        g = model.fleet.names.index(f["offering"])
         load = priced.options.gpu_load[priced.options.g == g].sum()
         load += (priced.background_share * priced.background.gpu_load)[priced.background.g == g].sum()
         assert lines.loc["gpu", "used"] == pytest.approx(load, rel=1e-12)

@@ -29,9 +29,10 @@ from ..costmodel import RECOMPUTE
 from ..inputs.catalog import Catalog
 from ..inputs.errors import Infeasible
 from ..inputs.workload import Workload
-from ..plan.options import Model, background_table, demand_classes, drop_dominated, option_table, prepare
+from ..plan.options import (Model, background_table, best_effort, demand_classes, drop_dominated, option_table,
+                            prepare)
 from ..plan.runner import diagnose_unplaceable
-from ..solve.exact import Problem, Solution, build, month_rows, offerings_used, solution_of
+from ..solve.exact import Problem, Solution, build, instance_caps, month_rows, offerings_used, solution_of
 from ..solve.highs import fleet_first, shares, solve_once, value
 
 TERMS = {"reserved_1y": 12, "reserved_3y": 36}
@@ -44,8 +45,8 @@ class Horizon:
     models: list[Model]
     problems: list[Problem]
     class_of: np.ndarray        # class of each context
-    spot_price: np.ndarray      # per offering (nan: none)
-    committed: dict[str, np.ndarray]  # commitment -> price per offering (nan: none)
+    spot_price: np.ndarray      # per pool (nan: none)
+    committed: dict[str, np.ndarray]  # commitment -> price per pool (nan: none)
     spot_share: float
     budget: float | None
     write_usd: np.ndarray       # per class and tier: one write into the tier (requests, transfer)
@@ -64,6 +65,10 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
         model = dataclasses.replace(base, demand=demand, context_class=class_of, background=background)
         table = option_table(model)
         unplaceable = np.setdiff1d(np.arange(len(counts)), table.k[table.allowed])
+        if len(unplaceable) and workload.slo_policy == "best_effort":
+            model = best_effort(model, unplaceable)
+            table = option_table(model)
+            unplaceable = np.setdiff1d(np.arange(len(counts)), table.k[table.allowed])
         if len(unplaceable):
             raise Infeasible(f"month {m + 1}: {int(counts[unplaceable].sum())} context(s) cannot meet their SLO "
                              "with any option:\n" + diagnose_unplaceable(model, table, unplaceable))
@@ -73,6 +78,11 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
         models.append(model)
         tables.append((table, bg))
     offerings = catalog.offerings
+    pool_offering = base.fleet.offering  # the catalog offering of each pool (an offering at one tp)
+
+    def per_pool(pricing: str) -> np.ndarray:
+        return np.array([o.prices.get(pricing, np.nan) for o in offerings], dtype=float)[pool_offering]
+
     # Candidate offerings: those the LP relaxations of the first and the last month use, at on-demand prices
     # and at each committed price. The months are solved over them (the bound is a bound within them). A
     # one-month forecast keeps every offering, so that it equals the plan.
@@ -80,7 +90,7 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
     if workload.mode == "provisioned" and months > 1:
         for m in sorted({0, months - 1}):
             for pricing in ("on_demand",) + tuple(c for c in TERMS if c in commitments):
-                prices = np.array([o.prices.get(pricing, np.nan) for o in offerings])
+                prices = per_pool(pricing)
                 if np.isfinite(prices).any():
                     table, bg = tables[m]
                     candidates |= _relaxation_offerings(models[m], table, bg, prices, solver)
@@ -90,9 +100,8 @@ def build_horizon(workload: Workload, catalog: Catalog, months: int, reuses: np.
         problems.append(Problem(drop_dominated(table.take(table.allowed & keep), model.tiers), model.demand.count,
                                 bg.take(bg.allowed & keep_bg), model.fleet, model.tiers, workload.hours_per_month,
                                 workload.mode == "provisioned"))
-    spot = np.array([o.prices.get("spot", np.nan) for o in offerings]) if "spot" in commitments and spot_share > 0 \
-        else np.full(len(offerings), np.nan)
-    committed = {c: np.array([o.prices.get(c, np.nan) for o in offerings]) for c in TERMS if c in commitments}
+    spot = per_pool("spot") if "spot" in commitments and spot_share > 0 else np.full(len(pool_offering), np.nan)
+    committed = {c: per_pool(c) for c in TERMS if c in commitments}
     T = base.tiers
     tokens = demands[0].tokens.astype(float)[:, None]
     size = base.card.kv_bytes_per_token * tokens / 1e9
@@ -118,8 +127,9 @@ def _relaxation_offerings(model: Model, table, bg, prices: np.ndarray, solver: s
     status, _ = solve_once(prob, solver, 0.0, interior_point=True)
     if status != "optimal":
         return set(range(len(fleet.names)))
-    gpus = {model.catalog.offerings[g].gpu.name for g, v in var["n"].items() if value(v) > 1e-9}
-    return {g for g, o in enumerate(model.catalog.offerings) if o.gpu.name in gpus and fleet.serves[g]}
+    gpu_of = [model.catalog.offerings[i].gpu.name for i in fleet.offering]
+    gpus = {gpu_of[g] for g, v in var["n"].items() if value(v) > 1e-9}
+    return {g for g in range(len(fleet.names)) if gpu_of[g] in gpus and fleet.serves[g]}
 
 
 def build_program(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[pulp.LpProblem, dict]:
@@ -156,6 +166,9 @@ def build_program(hz: Horizon, integral: bool, minimax: bool = False) -> tuple[p
             n[g] = od[g, m] + sp.get((g, m), 0) + active
             if np.isfinite(fleet.max_instances[g]):
                 prob += n[g] <= float(fleet.max_instances[g]), f"max_{g}_{m}"
+        instance_caps(prob, fleet, n, f"_{m}")
+        for g in used:
+            active = pulp.lpSum(buy[g, m2, c] for (g2, m2, c) in buy if g2 == g and m - TERMS[c] < m2 <= m)
             if (g, m) in sp:  # spot at most a share of the offering's instances
                 prob += (1 - hz.spot_share) * sp[g, m] <= hz.spot_share * (od[g, m] + active), f"spot_{g}_{m}"
         cost, var = month_rows(prob, p, n, f"_{m}", integral)
@@ -351,6 +364,7 @@ def _solve_month(p: Problem, price: np.ndarray, prepaid: np.ndarray, solver: str
                     n[g] = bought[g] + free[g]
                     if np.isfinite(cap):
                         prob += n[g] <= int(cap), f"max_{g}"
+            instance_caps(prob, p.fleet, n, "")
         cost, var = month_rows(prob, p, n, "", integral)
         prob += objective + cost
         return prob, {**var, "n": bought, "r": free}

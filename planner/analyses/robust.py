@@ -22,7 +22,7 @@ from ..inputs.errors import Infeasible, InputError
 from ..plan.options import background_table, drop_dominated, option_table, prepare, problem_of
 from ..plan.pricing import placement_from, price
 from ..plan.runner import make_plan
-from ..solve.exact import Solution, month_rows, offerings_used
+from ..solve.exact import Solution, instance_caps, month_rows, offerings_used
 from ..solve.highs import shares, solve_once, value
 from .scenarios import Base, Scenario, apply
 
@@ -73,6 +73,7 @@ def robust_plan(b: Base, scenarios: list[Scenario], objective: str, alpha: float
     used = sorted(set().union(*(offerings_used(p) for p in problems)))
     n = {g: prob.add_variable(f"n_{g}", 0, None if np.isinf(fleet.max_instances[g]) else int(fleet.max_instances[g]),
                               pulp.LpInteger) for g in used}
+    instance_caps(prob, fleet, n, "")
     totals, variables = [], []
     for j, (p, m) in enumerate(zip(problems, models_s)):
         placement_cost, var = month_rows(prob, p, n, f"_s{j}", True)
@@ -129,7 +130,8 @@ def robust_plan(b: Base, scenarios: list[Scenario], objective: str, alpha: float
     objective_value = pulp.value(prob.objective)
     return {"objective": objective if alpha is None else f"cvar:{alpha:g}", "objective_usd": value_usd,
             "solver_objective_usd": float(objective_value), "lower_bound_usd": bound, "status": status,
-            "fleet": [{"offering": names[g], "instances": int(instances[g])} for g in np.flatnonzero(instances)],
+            "fleet": [{"offering": fleet.offering_names[g], "tp": int(fleet.tp[g]), "instances": int(instances[g])}
+                      for g in np.flatnonzero(instances)],
             "scenarios": rows, "seconds": time.perf_counter() - clock}
 
 

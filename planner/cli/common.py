@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from ..inputs.errors import Infeasible, InputError
+from ..inputs.workload import SLO_POLICIES
 from ..plan.runner import METHODS, SCALE_CLASSES
 from ..present.output import write_atomic  # noqa: F401  (the commands write through it)
 
@@ -68,6 +67,15 @@ def command(func):
 def progress_printer(quiet: bool) -> Callable[[str], None]:
     """A progress callback: each message a line on stderr, or nothing with --quiet."""
     return (lambda message: None) if quiet else (lambda message: click.echo(message, err=True))
+
+
+def slo_policy_option(func):
+    """--slo-policy: strict (the default) refuses a plan where a context can meet its SLO nowhere; best_effort
+    plans such contexts at their fastest option and lists them (MODEL.md §5). Overrides the workload's."""
+    return click.option("--slo-policy", type=click.Choice(SLO_POLICIES), default=None,
+                        help="strict: a context that can meet its SLO nowhere makes the plan infeasible; "
+                        "best_effort: it takes its fastest option and is listed under slo_misses. Default: the "
+                        "workload's slo_policy (strict).")(func)
 
 
 def solver_options(*, time_limit: float, time_limit_help: str | None = None, solver: bool = True,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import json
 from pathlib import Path
@@ -17,7 +19,7 @@ from ..inputs.fields import read_text
 from ..inputs.workload import load_workload
 from ..present.charts import forecast_chart
 from ..present.summary import forecast_summary, spreadsheet_safe
-from .common import command, progress_printer, solver_options, write_atomic
+from .common import command, progress_printer, slo_policy_option, solver_options, write_atomic
 
 
 @click.command("forecast")
@@ -32,6 +34,7 @@ from .common import command, progress_printer, solver_options, write_atomic
 @click.option("--spot-share", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="At most this share of an offering's instances may be spot (with --commitments spot).")
 @solver_options(time_limit=600.0, time_limit_help="Seconds for the horizon's solves, shared among them.")
+@slo_policy_option
 @click.option("--json", "as_json", is_flag=True, help="Print the forecast as JSON.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write forecast.json, months.csv, fleet.csv, "
               "placements.csv and cost.png here.")
@@ -39,7 +42,8 @@ from .common import command, progress_printer, solver_options, write_atomic
 @command
 def forecast_command(workload: Path, catalog_ref: str, months: int, growth: str | None, reuses_file: Path | None,
                      budget: str | None, commitments: str, spot_share: float, solver: str, gap: float,
-                     time_limit: float, as_json: bool, out: Path | None, force: bool, quiet: bool) -> None:
+                     time_limit: float, slo_policy: str | None, as_json: bool, out: Path | None, force: bool,
+                     quiet: bool) -> None:
     """Plan a horizon of months at once: fleet, commitments and placement per month, under an optional budget."""
     if out is not None and (out / "forecast.json").exists() and not force:
         raise InputError(str(out / "forecast.json"), "exists; pass --force to overwrite it")
@@ -50,6 +54,8 @@ def forecast_command(workload: Path, catalog_ref: str, months: int, growth: str 
                              f"{', '.join(COMMITMENTS)})")
     models = load_models()
     work = load_workload(workload, models)
+    if slo_policy is not None:
+        work = dataclasses.replace(work, slo_policy=slo_policy)
     catalog = load_catalog(catalog_ref, models)
     table = None
     if reuses_file is not None:

@@ -20,7 +20,7 @@ from ..inputs.workload import MODES, load_workload
 from ..plan.files import reprice
 from ..plan.runner import make_plan
 from ..present.summary import comparison, contexts_frame, plan_summary, table
-from .common import command, progress_printer, solver_options, write_atomic
+from .common import command, progress_printer, slo_policy_option, solver_options, write_atomic
 
 
 def plan_text(plan: dict) -> str:
@@ -49,6 +49,7 @@ def plan_text(plan: dict) -> str:
 @solver_options(time_limit=300.0, method=True,
                 time_limit_help="Seconds for the plan's solve (and as many for each baseline); on expiry the best "
                 "plan found is returned with its gap.")
+@slo_policy_option
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON instead of the summary.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write plan.json and contexts.csv to this folder.")
 @click.option("--force", is_flag=True, help="Overwrite a plan already in --out.")
@@ -64,7 +65,8 @@ def plan_text(plan: dict) -> str:
 @command
 def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str, time_limit: float, gap: float,
                  as_json: bool, out: Path | None, force: bool, no_baselines: bool, budget: float | None, timing: bool,
-                 method: str, scenarios_file: Path | None, robust: str | None, quiet: bool) -> None:
+                 method: str, scenarios_file: Path | None, robust: str | None, slo_policy: str | None,
+                 quiet: bool) -> None:
     """Plan WORKLOAD (a workload YAML) on a catalog: the cheapest placement and fleet that meet the SLOs."""
     if (robust is None) != (scenarios_file is None):
         raise InputError("--robust/--scenarios", "give both: the scenarios and the robust objective")
@@ -83,7 +85,8 @@ def plan_command(workload: Path, catalog_ref: str, mode: str | None, solver: str
         click.echo(f"planning {len(work.contexts)} contexts on {catalog.name} ({len(catalog.offerings)} offerings, "
                    f"{len(catalog.tiers)} tiers) with {solver}...", err=True)
     result = make_plan(work, catalog, solver=solver, gap=gap, time_limit=time_limit, baselines=not no_baselines,
-                       progress=progress_printer(quiet), timing=timing, budget=budget, method=method)
+                       progress=progress_printer(quiet), timing=timing, budget=budget, method=method,
+                       slo_policy=slo_policy)
     if out is not None:
         write_atomic(out / "contexts.csv", contexts_frame(result).to_csv(index=False))
         write_atomic(out / "plan.json", plan_text(result))
@@ -127,14 +130,17 @@ def evaluate_command(plan_file: Path, as_json: bool, quiet: bool) -> None:
 @click.option("--catalog", "catalogs", multiple=True, help="A catalog to compare (repeat); default: all bundled.")
 @click.option("--pricing", type=click.Choice(PRICINGS), help="Override the workload's pricing.")
 @solver_options(time_limit=300.0, time_limit_help="Seconds for each catalog's plan.")
+@slo_policy_option
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the rows as CSV.")
 @command
 def compare_command(workload: Path, catalogs: tuple[str, ...], pricing: str | None, solver: str, time_limit: float,
-                    gap: float, as_json: bool, as_csv: bool, quiet: bool) -> None:
+                    gap: float, slo_policy: str | None, as_json: bool, as_csv: bool, quiet: bool) -> None:
     """Plan WORKLOAD on several catalogs and print one table, cheapest first."""
     models = load_models()
     work = load_workload(workload, models)
+    if slo_policy is not None:
+        work = dataclasses.replace(work, slo_policy=slo_policy)
     rows = compare(work, list(catalogs) or bundled_names(), models, pricing=pricing, solver=solver, gap=gap,
                    time_limit=time_limit, progress=progress_printer(quiet))
     if as_json:

@@ -14,7 +14,7 @@ from ..inputs.catalog import load_models
 from ..inputs.errors import InputError
 from ..present.charts import sweep_chart
 from ..present.summary import sweep_summary_text
-from .common import command, solver_options, write_atomic
+from .common import command, slo_policy_option, solver_options, write_atomic
 
 
 def _read_results(path: Path) -> pd.DataFrame:
@@ -45,11 +45,12 @@ def _write_results(frame: pd.DataFrame, path: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Results table: .parquet (and .csv beside it) or .csv. "
               "Scenarios already in it are not planned again (resume).")
 @solver_options(time_limit=300.0, time_limit_help="Seconds for each scenario's solve.", solver=False)
+@slo_policy_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @command
 def sweep_command(workload: Path, catalog_ref: str, scenarios_file: Path, samples: int | None, workers: int | None,
-                  ray_address: str | None, out: Path | None, gap: float, time_limit: float, as_json: bool,
-                  quiet: bool) -> None:
+                  ray_address: str | None, out: Path | None, gap: float, time_limit: float,
+                  slo_policy: str | None, as_json: bool, quiet: bool) -> None:
     """Plan WORKLOAD under every scenario of a scenarios file; P10/P50/P90 of the cost and a tornado table."""
     if out is not None and out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {out}", "expected a .parquet or .csv file")
@@ -60,6 +61,8 @@ def sweep_command(workload: Path, catalog_ref: str, scenarios_file: Path, sample
             raise InputError(f"--out {out}", "Parquet needs pyarrow: pip install 'kvplan[parquet]' (or use .csv)")
     todo = scenarios.load_scenarios(scenarios_file, samples)
     base = scenarios.load_base(workload, catalog_ref, scenarios_file)
+    if slo_policy is not None and isinstance(base.workload_data, dict):
+        base.workload_data["slo_policy"] = slo_policy
     scenarios.apply(base, todo[0], load_models())   # a bad workload or catalog is reported once, before any work
     rows: list[dict] = []
     if out is not None and out.exists():

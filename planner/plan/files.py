@@ -15,7 +15,7 @@ from ..inputs.errors import InputError
 from ..inputs.fields import Section
 from ..inputs.workload import Workload, parse_workload
 from ..solve.exact import Solution
-from .options import Model, prepare
+from .options import Model, best_effort, prepare
 from .pricing import Placement, Priced, carrying_background, price
 
 
@@ -38,10 +38,13 @@ def to_json(model: Model, placement: Placement, priced: Priced, solution: Soluti
     for g in range(G):
         if placement.instances[g] == 0 and carrying[g] == 0:
             continue  # neither rented nor used (a used offering with no instance is a violation, shown)
-        row = {"offering": F.names[g], "instances": int(placement.instances[g]), "usd": _rounded(priced.fleet_usd[g]),
-               "price_per_hour": float(F.price[g]), "gpus": int(F.gpus[g]), "tp": int(F.tp[g]),
+        row = {"offering": F.offering_names[g], "tp": int(F.tp[g]), "replicas": int(F.replicas[g]),
+               "instances": int(placement.instances[g]), "usd": _rounded(priced.fleet_usd[g]),
+               "price_per_hour": float(F.price[g]), "gpus": int(F.gpus[g]),
                "hbm_cache": bool(placement.hbm_cache[g]), "contexts": int(np.sum(o.g == g)),
                "background_share": _rounded(placement.background_share[g])}
+        if F.profile[g] >= 0:
+            row["profile"] = F.profiles[F.profile[g]].label
         if provisioned:
             capacity = F.gpu_capacity[g] * placement.instances[g] / F.utilization_max[g]
             row["gpu_utilization_peak"] = _rounded(load[g] / capacity if capacity else 0.0, 4)
@@ -67,6 +70,11 @@ def to_json(model: Model, placement: Placement, priced: Priced, solution: Soluti
                     else "and prefill run one after the other"))
     if model.card.params_b != model.card.total_params_b:
         notes.append("decode reads only the active experts' weights: a lower bound when a batch touches more")
+    notes.extend(_profile_notes(model, placement, priced))
+    held = F.load_blocks_gpu[o.g] & (o.t != 0) & (o.load_s > 0)
+    if held.any():
+        notes.append(f"loads hold the GPU (load_blocks_gpu) on {', '.join(sorted({F.names[g] for g in o.g[held]}))}: "
+                     "a stored context's load time counts as GPU time there")
     return {
         "kvplan_version": __version__,
         "model": model.card.name,
@@ -82,6 +90,7 @@ def to_json(model: Model, placement: Placement, priced: Priced, solution: Soluti
         "background": {"requests_per_month": float(w.traffic.requests_per_month) if w.traffic else 0.0,
                        "usd": _rounded(priced.background_usd)},
         "contexts": contexts,
+        "slo_misses": slo_misses(model, priced),
         "baselines": baselines,
         "solver": {"name": solution.solver, "status": solution.status,
                    "objective_usd": _rounded(solution.objective) if solution.objective is not None else None,
@@ -101,9 +110,10 @@ def _context_rows(model: Model, priced: Priced) -> list[dict]:
     columns = {
         "id": frame["id"].tolist(),
         "tier": [model.tiers.names[t] for t in o.t.tolist()],
-        "offering": [model.fleet.names[g] for g in o.g.tolist()],
+        "offering": [model.fleet.offering_names[g] for g in o.g.tolist()],
+        "tp": model.fleet.tp[o.g].tolist(),
         "ttft_s": np.round(o.ttft_s, 6).tolist(),
-        "slo_s": d.ttft_slo_s[k].tolist(),
+        "slo_s": original_slo(model)[k].tolist(),
         "tpot_s": np.round(o.tpot_s, 6).tolist(),
         "usd": np.round(priced.context_usd, 6).tolist(),
         "gb": np.round(o.stored_gb, 6).tolist(),
@@ -123,6 +133,42 @@ def _nullable(column) -> list:
     return column.astype(object).where(column.notna(), None).tolist()
 
 
+def original_slo(model: Model) -> np.ndarray:
+    """Each class's TTFT SLO as the workload states it (a best-effort class plans against its best TTFT)."""
+    return np.where(np.isfinite(model.slo_given), model.slo_given, model.demand.ttft_slo_s)
+
+
+def slo_misses(model: Model, priced: Priced) -> list[dict]:
+    """Contexts planned best-effort (MODEL.md §5): no option meets their SLO; each takes its fastest."""
+    if len(model.best_effort) == 0:
+        return []
+    o = priced.options
+    ids = model.workload.contexts["id"].to_numpy()
+    slo = original_slo(model)
+    rows = np.flatnonzero(np.isin(model.context_class, model.best_effort))
+    return [{"id": ids[i].item() if hasattr(ids[i], "item") else ids[i], "best_ttft_s": _rounded(o.ttft_s[i]),
+             "tier": model.tiers.names[o.t[i]], "offering": model.fleet.offering_names[o.g[i]],
+             "tp": int(model.fleet.tp[o.g[i]]), "slo_s": float(slo[model.context_class[i]])} for i in rows]
+
+
+def _profile_notes(model: Model, placement: Placement, priced: Priced) -> list[str]:
+    """The measured profiles the plan's prefill and decode times come from, and where they were extrapolated."""
+    F, o = model.fleet, priced.options
+    used = np.union1d(np.flatnonzero(placement.instances > 0), o.g)
+    profiled = sorted({int(F.profile[g]) for g in used if F.profile[g] >= 0})
+    notes = []
+    for j in profiled:
+        prof = F.profiles[j]
+        on = F.profile[o.g] == j
+        beyond = int(np.sum(on & o.extrapolated))
+        note = f"times on {prof.label} from its measured profile ({prof.source or 'no source given'})"
+        if beyond:
+            note += (f"; extrapolated past {prof.prefill_tokens[-1]:,} tokens or the measured batches for "
+                     f"{beyond} context(s), along the roofline's shape")
+        notes.append(note)
+    return notes
+
+
 def _cards(model: Model) -> list[dict]:
     cards = {model.card.name: model.card}
     for offering in model.catalog.offerings:
@@ -132,9 +178,10 @@ def _cards(model: Model) -> list[dict]:
 
 
 def _estimates_used(model: Model, placement: Placement, o: Options) -> list[str]:
-    used_offerings = {int(g) for g in np.flatnonzero(placement.instances > 0)} | set(o.g.tolist())
+    pools = {int(g) for g in np.flatnonzero(placement.instances > 0)} | set(o.g.tolist())
+    used_offerings = {int(model.fleet.offering[g]) for g in pools}
     used_tiers = set(o.t.tolist())
-    gpus = {model.catalog.offerings[g].gpu.name for g in used_offerings}
+    gpus = {model.catalog.offerings[i].gpu.name for i in used_offerings}
     result = []
     for path in model.catalog.estimated:
         if path.startswith("offerings["):
@@ -171,9 +218,17 @@ def saved_inputs(plan: dict, source: str) -> tuple[Workload, Catalog]:
 
 
 def reprice(plan: dict, source: str) -> tuple[Model, Priced]:
-    """Re-price a saved plan with the analytical model alone (no solver), from the inputs it carries."""
+    """Re-price a saved plan with the analytical model alone (no solver), from the inputs it carries. Under the
+    best-effort SLO policy, a context no option serves within its SLO is held to its fastest option instead."""
     model = prepare(*saved_inputs(plan, source))
-    return model, price(model, saved_placement(plan, source, model))
+    placement = saved_placement(plan, source, model)
+    priced = price(model, placement)
+    if model.workload.slo_policy == "best_effort":
+        missing = np.unique(model.context_class[priced.options.available & ~priced.options.meets_slo])
+        if len(missing):
+            model = best_effort(model, missing)
+            priced = price(model, placement)
+    return model, priced
 
 
 def saved_placement(plan: dict, source: str, model: Model) -> Placement:
@@ -187,9 +242,19 @@ def saved_placement(plan: dict, source: str, model: Model) -> Placement:
         return names.index(name)
 
     G = len(model.fleet.names)
+
+    def pool(row: Section) -> int:
+        name = row.string("offering")
+        tp = row.number("tp", None, positive=True, integer=True)
+        try:
+            return model.fleet.pool(name, tp)
+        except KeyError:
+            raise InputError(row.where("offering"), f"no pool {name!r}" + (f" at tp {tp}" if tp else "")
+                             + " serves this plan's model in its catalog") from None
+
     instances, hbm, share = np.zeros(G, np.int64), np.zeros(G, np.int64), np.zeros(G)
     for row in root.sections("fleet"):
-        g = index(model.fleet.names, row.string("offering"), row.where("offering"))
+        g = pool(row)
         instances[g] = row.number("instances", integer=True)
         hbm[g] = int(row.boolean("hbm_cache", False))
         share[g] = row.number("background_share", 0.0)
@@ -197,6 +262,6 @@ def saved_placement(plan: dict, source: str, model: Model) -> Placement:
     for row in root.sections("tiers"):
         if row.has("nodes"):
             nodes[index(model.tiers.names, row.string("tier"), row.where("tier"))] = row.number("nodes", integer=True)
-    offering = np.array([index(model.fleet.names, r.string("offering"), r.where("offering")) for r in rows], np.int64)
+    offering = np.array([pool(r) for r in rows], np.int64)
     tier = np.array([index(model.tiers.names, r.string("tier"), r.where("tier")) for r in rows], np.int64)
     return Placement(offering, tier, instances, hbm, share, nodes)

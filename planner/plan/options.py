@@ -43,6 +43,10 @@ class Model:
     demand: Demand
     context_class: np.ndarray   # class index of each context
     background: Demand
+    # best-effort classes (MODEL.md §5): no option meets their SLO, so their TTFT SLO is their best TTFT (TPOT
+    # free); slo_given keeps every class's SLO as stated (nan where none was changed)
+    best_effort: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    slo_given: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def options(self, k, g, t, c) -> Options:
         return evaluate(self.card, self.fleet, self.tiers, self.demand, self.settings, k, g, t, c)
@@ -59,7 +63,29 @@ def prepare(workload: Workload, catalog: Catalog) -> Model:
     settings = Settings(workload.mode, workload.hours_per_month, workload.peak_to_mean,
                         hbm_cache_possible=workload.mode == "provisioned" and "hbm" in tiers.kinds)
     return Model(workload, catalog, workload.model, build_fleet(workload.model, catalog, workload.pricing), tiers,
-                 settings, demand, context_class, background_demand(workload))
+                 settings, demand, context_class, background_demand(workload),
+                 slo_given=np.full(len(demand.count), np.nan))
+
+
+def best_effort(model: Model, classes: np.ndarray) -> Model:
+    """The model with `classes` planned best-effort (MODEL.md §5): a class that no option serves within its SLO
+    takes its fastest option (then the cheapest of those): its TTFT SLO becomes its best TTFT, its TPOT SLO none.
+    Classes no option serves at all stay as they are."""
+    classes = np.asarray(classes, dtype=np.int64)
+    k, g, t, c = grid(len(classes), len(model.fleet.names), len(model.tiers.names))
+    o = model.options(classes[k], g, t, c)
+    fastest = np.full(len(classes), np.inf)
+    np.minimum.at(fastest, k[o.available], o.ttft_s[o.available])
+    served = np.isfinite(fastest)
+    classes, fastest = classes[served], fastest[served]
+    ttft, tpot = model.demand.ttft_slo_s.copy(), model.demand.tpot_slo_s.copy()
+    given = model.slo_given.copy()
+    given[classes] = np.where(np.isnan(given[classes]), ttft[classes], given[classes])
+    ttft[classes] = np.maximum(ttft[classes], fastest * (1 + 1e-9))
+    tpot[classes] = np.inf
+    demand = dataclasses.replace(model.demand, ttft_slo_s=ttft, tpot_slo_s=tpot)
+    return dataclasses.replace(model, demand=demand, best_effort=np.union1d(model.best_effort, classes),
+                               slo_given=given)
 
 
 def demand_classes(workload: Workload, reuses: np.ndarray | None = None) -> tuple[list[Demand], np.ndarray]:

@@ -139,8 +139,13 @@ def _violations(model: Model, placement: Placement, o: Options, bg: Options, sha
     used = np.bincount(o.g, minlength=G) + np.bincount(bg_g, minlength=G)
     for gi in np.flatnonzero((used > 0) & (n < 1)):
         found.append(f"{F.names[gi]} serves traffic with no instance")
-    for gi in np.flatnonzero(n > F.max_instances):
-        found.append(f"{F.names[gi]}: {n[gi]} instances exceed max_instances {F.max_instances[gi]:g}")
+    per_offering = np.bincount(F.offering, n, minlength=int(F.offering.max(initial=-1)) + 1)
+    caps = np.full(len(per_offering), np.inf)
+    caps[F.offering] = F.max_instances  # an offering's cap caps the sum of its pools (its tp versions)
+    for i in np.flatnonzero(per_offering > caps):
+        g = int(np.flatnonzero(F.offering == i)[0])
+        found.append(f"{F.offering_names[g]}: {int(per_offering[i])} instances exceed max_instances "
+                     f"{F.max_instances[g]:g}")
     kinds = np.asarray(T.kinds, dtype=object)[o.t]
     paths = T.path[o.t]
     checks = (("GPU load", o.gpu_load, np.ones(len(o.k), bool), F.gpu_capacity),

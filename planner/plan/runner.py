@@ -21,7 +21,8 @@ from ..inputs.errors import Infeasible
 from ..inputs.workload import Workload
 from ..solve.exact import Solution, solve_program
 from .files import to_json
-from .options import Model, background_table, baseline_masks, drop_dominated, option_table, prepare, problem_of
+from .options import (Model, background_table, baseline_masks, best_effort, drop_dominated, option_table, prepare,
+                      problem_of)
 from .pricing import Placement, Priced, placement_from, price, settled
 
 
@@ -61,8 +62,7 @@ def _tpot_change(model: Model, table: Options, rows: np.ndarray, k: int) -> str:
 def _why_unavailable(model: Model, k: int) -> str:
     F = model.fleet
     if not F.serves.any():
-        reasons = sorted({F.why_not(g, model.workload.pricing) for g in range(len(F.names))})
-        return "no offering can serve the model: " + "; ".join(reasons)
+        return "no offering can serve the model: " + "; ".join(F.reasons(model.workload.pricing))
     return "its KV cache leaves no room for a decode batch on any GPU"
 
 
@@ -93,23 +93,31 @@ SCALE_CLASSES = 2000  # method auto: above this many context classes, the scale 
 def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", gap: float = 1e-4,
               time_limit: float | None = None, baselines: bool | tuple[str, ...] = True,
               progress: Callable[[str], None] = silent, timing: bool = False, budget: float | None = None,
-              method: str = "auto") -> dict:
+              method: str = "auto", slo_policy: str | None = None) -> dict:
     """Plan a workload on a catalog: the cheapest placement and fleet within SLO, priced, with baselines
     (all of them, none, or those named). `method`: exact (one program over every class and option), scale
     (solve/scale.py: per-context plans for many contexts, with a proven bound), or auto (scale above
-    SCALE_CLASSES classes). Identical inputs give identical plans; the solver's wall time, which does not
-    repeat, is recorded only with `timing`."""
+    SCALE_CLASSES classes). `slo_policy` overrides the workload's (MODEL.md §5: strict, or best_effort: contexts
+    that can meet their SLO nowhere take their fastest option and are listed under slo_misses). Identical inputs
+    give identical plans; the solver's wall time, which does not repeat, is recorded only with `timing`."""
+    if slo_policy is not None:
+        workload = dataclasses.replace(workload, slo_policy=slo_policy)
     model = prepare(workload, catalog)
     if not model.fleet.serves.any():
-        reasons = sorted({model.fleet.why_not(g, workload.pricing) for g in range(len(model.fleet.names))})
-        raise Infeasible(f"no offering of {catalog.name} can serve {model.card.name}: {'; '.join(reasons)}")
+        raise Infeasible(f"no offering of {catalog.name} can serve {model.card.name}: "
+                         f"{'; '.join(model.fleet.reasons(workload.pricing))}")
+    held = {"model": model}  # a best-effort solver replaces it with the model its plan is priced on
     if method == "scale" or (method == "auto" and len(model.demand.count) > SCALE_CLASSES):
-        restricted, names = _scale_solver(model, gap, time_limit, progress), baseline_names(model)
+        restricted, names = _scale_solver(held, gap, time_limit, progress), baseline_names(model)
     else:
-        restricted, names = _exact_solver(model, solver, gap, time_limit, progress)
+        restricted, names = _exact_solver(held, solver, gap, time_limit, progress)
     placement, solution, reason = restricted(None)
     if placement is None:
         raise Infeasible(reason)
+    model = held["model"]
+    if len(model.best_effort):
+        progress(f"{int(model.demand.count[model.best_effort].sum())} context(s) meet their SLO nowhere: planned "
+                 "best-effort at their fastest option (slo_misses)")
     priced = price(model, placement)
     progress(f"plan: ${priced.total:,.2f} per month ({solution.status}, {solution.seconds:.1f} s)")
     if budget is not None and priced.total > budget:
@@ -144,13 +152,18 @@ def baseline_names(model: Model) -> list[str]:
     return ["all_recompute", *model.tiers.names[1:], "rule_of_thumb"]
 
 
-def _exact_solver(model: Model, solver: str, gap: float, time_limit: float | None,
+def _exact_solver(held: dict, solver: str, gap: float, time_limit: float | None,
                   progress: Callable[[str], None]):
     """The exact program: (solve(restriction name or None), baseline names)."""
+    model = held["model"]
     table = option_table(model)
     background = background_table(model)
     progress(f"{len(model.demand.count)} context classes, {int(table.allowed.sum())} options within SLO")
     unplaceable = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
+    if len(unplaceable) and model.workload.slo_policy == "best_effort":
+        model = held["model"] = best_effort(model, unplaceable)
+        table = option_table(model)
+        unplaceable = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
     if len(unplaceable):
         n = int(model.demand.count[unplaceable].sum())
         raise Infeasible(f"{n} context(s) cannot meet their SLO with any option:\n"
@@ -176,15 +189,17 @@ def _check_background(model: Model, background: Options) -> None:
                          f"SLO {model.workload.ttft_slo_s:g} s")
 
 
-def _scale_solver(model: Model, gap: float, time_limit: float | None, progress: Callable[[str], None]):
+def _scale_solver(held: dict, gap: float, time_limit: float | None, progress: Callable[[str], None]):
     """The scale engine (solve/scale.py); baselines are the same restrictions, per class and tier."""
     from ..solve import scale
 
+    model = held["model"]
     inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
     K, T = len(model.demand.count), len(model.tiers.names)
     stored = np.arange(T) != RECOMPUTE
 
     def restricted(name: str | None):
+        nonlocal model
         states, allowed = (0, 1), None
         if name == "all_recompute":
             states, allowed = (0,), np.broadcast_to(~stored, (K, T)).copy()
@@ -200,6 +215,10 @@ def _scale_solver(model: Model, gap: float, time_limit: float | None, progress: 
             allowed[result.unplaceable] = True  # where the rule's choice meets no SLO, the other one
             result = scale.solve(inputs, model.demand, model.background, allowed=allowed, gap=gap,
                                  time_limit=time_limit)
+        if result.status == "unplaceable" and name is None and model.workload.slo_policy == "best_effort":
+            model = held["model"] = best_effort(model, result.unplaceable)
+            result = scale.solve(inputs, model.demand, model.background, states=states, allowed=allowed, gap=gap,
+                                 time_limit=time_limit, tree=True, progress=progress)
         if result.status == "unplaceable":
             if name is not None:
                 return None, None, f"{model.demand.count[result.unplaceable].sum()} contexts meet no SLO this way"

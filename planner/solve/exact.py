@@ -76,9 +76,22 @@ def build(p: Problem, integral_placement: bool = True) -> tuple[pulp.LpProblem, 
             cap = p.fleet.max_instances[g]
             n[g] = prob.add_variable(f"n_{g}", 0, None if np.isinf(cap) else int(cap), pulp.LpInteger)
             objective += float(p.fleet.price[g] * p.hours) * n[g]
+        instance_caps(prob, p.fleet, n, "")
     month_cost, var = month_rows(prob, p, n, "", integral_placement)
     prob += objective + month_cost
     return prob, {**var, "n": n}
+
+
+def instance_caps(prob: pulp.LpProblem, fleet: Fleet, n: dict, tag: str) -> None:
+    """max_instances caps the sum of an offering's pools (its tensor-parallel versions, MODEL.md §4); a pool's
+    own bound already caps an offering with one pool in `n`."""
+    pools_of: dict[int, list[int]] = defaultdict(list)
+    for g in n:
+        pools_of[int(fleet.offering[g])].append(g)
+    for offering, pools in pools_of.items():
+        cap = fleet.max_instances[pools[0]]
+        if len(pools) > 1 and np.isfinite(cap):
+            prob += pulp.lpSum(n[g] for g in pools) <= float(cap), f"max_{offering}{tag}"
 
 
 def month_rows(prob: pulp.LpProblem, p: Problem, n: dict, tag: str,
