@@ -436,3 +436,4 @@ main.add_command(breakeven_command)
 main.add_command(explain_command)
 from .cli_sweep import sweep_command  # noqa: E402
 main.add_command(sweep_command)
+from . import cli_calibrate  # noqa: E402,F401  (registers `kvplan calibrate` on main)
