@@ -193,6 +193,9 @@ def fit(readings: Readings, tgt: Target, as_of: str, kv_tokens: int | None = Non
     step_rows: list[StepRow] = []
     if steps:
         kv = kv_tokens if kv_tokens is not None else round(statistics.median(s.kv_tokens for s in steps))
+        if card.max_context is not None and kv > card.max_context:
+            raise BadMeasurements(problems + [f"--kv-tokens {kv}: {kv:,} KV tokens is beyond {card.name}'s window of "
+                                              f"{card.max_context:,}"])
         # a step measured over other KV lengths: scaled by the roofline's step time at kv over its time there
         batch = np.array([s.batch for s in steps], dtype=float)
         at_kv = step_seconds(card, roof, np.full(len(steps), g), batch, np.full(len(steps), float(kv)))[0]
@@ -365,6 +368,8 @@ def document_text(doc: dict[str, Any], as_of: str, files: list[str]) -> str:
     return "\n".join(head) + "\n" + yaml.safe_dump(doc, sort_keys=False, width=120, allow_unicode=True)
 
 
-def parse_document(doc: dict[str, Any], out: Path, models: dict[str, ModelCard]) -> Catalog:
-    """The catalog the document gives, read as load_catalog would read it at `out`."""
-    return parse_catalog(extend(doc, str(out)), str(out), models)
+def parse_document(doc: dict[str, Any], catalog_ref: str, models: dict[str, ModelCard]) -> Catalog:
+    """The catalog the document gives, before it is written (its base named by absolute path, so that nothing
+    depends on where it will be written)."""
+    base = str(resolve_catalog_path(catalog_ref).resolve())
+    return parse_catalog(extend({**doc, "extends": base}, base), base, models)

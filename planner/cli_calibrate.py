@@ -115,7 +115,7 @@ def calibrate_command(measurements: tuple[str, ...], catalog_ref: str, model: st
     note = "the median of the measurements at each length and at each batch (kvplan calibrate)"
     doc = document(tgt, extends_ref(catalog_ref, path), None if result is None else result.profile, measured, date,
                    note)
-    after = parse_document(doc, path, models)
+    after = parse_document(doc, catalog_ref, models)
     if measured:
         lines += _load_text(load_rows(card, catalog, after, measured, tp), tgt)
     if out is not None:
@@ -125,6 +125,8 @@ def calibrate_command(measurements: tuple[str, ...], catalog_ref: str, model: st
             raise RuntimeError(f"{out}: the written catalog lost the profile")
         what = [f"profile {tgt.label}"] * (result is not None) + [f"{b.tier.name} {b.field}" for b in measured]
         lines += ["", f"wrote {out}: extends {doc['extends']} with {', '.join(what)}"]
+    else:
+        lines += ["", "no --out: nothing written"]
     click.echo("\n".join(lines))
 
 
