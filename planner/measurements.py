@@ -108,6 +108,13 @@ def _num(value: Any, where: str, *, whole: bool = False, positive: bool = True) 
     return number
 
 
+def _dig(data: Any, *keys: str) -> Any:
+    """data[k1][k2]...: None where a level is missing or not a mapping."""
+    for key in keys:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
 def split_spec(arg: str) -> tuple[Path, dict[str, int] | None]:
     """`FILE` or `FILE@input_len=L,output_len=O,batch_size=B` (vLLM's argument names)."""
     match = _SPEC.match(arg)
@@ -179,10 +186,9 @@ class _Reader:
 
     def pytorch_records(self, file: str, data: list, spec: dict[str, int] | None) -> None:
         for i, record in enumerate(data):
-            metric = record.get("metric") if isinstance(record, dict) else None
-            if isinstance(metric, dict) and metric.get("name") == "latency":
-                bench = record.get("benchmark")
-                args = bench.get("extra_info", {}).get("args") if isinstance(bench, dict) else None
+            metric = _dig(record, "metric")
+            if _dig(metric, "name") == "latency":
+                args = _dig(record, "benchmark", "extra_info", "args")
                 if not isinstance(args, dict):
                     _fail(f"{file}: [{i}].benchmark.extra_info.args", "missing: the run's arguments")
                 self.latency(file, metric.get("benchmark_values"), f"[{i}].metric.benchmark_values", args, spec,
@@ -338,9 +344,9 @@ def _read_file(arg: str, reader: _Reader, given: set[Path]) -> None:
                     _fail(str(sidecar), f"line {exc.lineno}: JSON syntax error: {exc.msg}")
                 except InputError as exc:
                     raise _Bad(str(exc)) from None
-                found = [r for r in records if isinstance(r, dict) and (r.get("metric") or {}).get("name")
-                         == "latency"] if isinstance(records, list) else []
-                args = ((found[0].get("benchmark") or {}).get("extra_info") or {}).get("args") if found else None
+                found = [r for r in records if _dig(r, "metric", "name") == "latency"] \
+                    if isinstance(records, list) else []
+                args = _dig(found[0], "benchmark", "extra_info", "args") if found else None
             reader.latency(label, data["latencies"], "latencies", args if isinstance(args, dict) else None, spec,
                            str(sidecar))
         elif isinstance(data, list) and data and all(isinstance(r, dict) and "metric" in r for r in data):
