@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .calibrate import calibrate_command
 from .catalogs import catalogs_group
 from .export import export_command
 from .forecast import forecast_command
@@ -24,5 +25,6 @@ def main() -> None:
 
 
 for _command in (plan_command, evaluate_command, compare_command, forecast_command, report_command,
-                 explain_command, breakeven_command, sweep_command, workload_group, catalogs_group, export_command):
+                 explain_command, breakeven_command, sweep_command, workload_group, catalogs_group, export_command,
+                 calibrate_command):
     main.add_command(_command)
