@@ -168,7 +168,7 @@ def test_infeasible_names_context_and_best_ttft(runner: CliRunner, tmp_path: Pat
     path.write_text(SMALL_WORKLOAD.replace(
         "{id: c3, tokens: 30000, reuses_per_month: 10, prompt_tokens: 100, output_tokens: 100}",
         "{id: too-fast, tokens: 30000, reuses_per_month: 10, prompt_tokens: 100, output_tokens: 100, "
-        "ttft_slo_s: 0.001}"), encoding="utf-8")
+        "ttft_slo_s: 0.0001}"), encoding="utf-8")
     result = runner.invoke(main, ["plan", str(path), "--catalog", "aws", "--no-baselines", "--quiet"])
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert result.stderr.startswith("infeasible:")

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from planner.cli import main
 from planner.cli.plan import plan_text
-from planner.inputs.catalog import bundled_dir, load_models, parse_catalog
+from planner.inputs.catalog import bundled_dir, known_gpus, load_models, parse_catalog
 from planner.inputs.fields import load_yaml
 from planner.inputs.workload import parse_workload
 from planner.plan.runner import make_plan
@@ -39,12 +39,28 @@ VLLM_FLAGS = _lines("vllm_serve_flags.txt")
 LMCACHE_KEYS = _lines("lmcache_config_keys.txt")
 
 
-def subset(name: str, offerings: set[str], tiers: set[str]):
-    """A bundled catalog with only the named offerings and tiers."""
+def subset(name: str, offerings: set[str], tiers: set[str], profiles: list | None = None):
+    """A bundled catalog with only the named offerings and tiers (and measured profiles, if given)."""
     raw = copy.deepcopy(load_yaml(bundled_dir() / f"{name}.yaml"))
     raw["offerings"] = [o for o in raw["offerings"] if o["name"] in offerings]
     raw["tiers"] = [t for t in raw["tiers"] if t["name"] in tiers]
+    if profiles:
+        raw["profiles"] = profiles
     return parse_catalog(raw, f"{name}-subset", MODELS)
+
+
+def no_faster_than_tp1(gpu: str, tps: tuple[int, ...]) -> list[dict]:
+    """Profiles of GPUs that gain nothing from tensor parallelism (PCIe cards without NVLink): at each tp, prefill
+    and decode take what one GPU takes by the roofline (MODEL.md §4), so a replica of tp GPUs costs tp times the
+    GPU-seconds and one GPU per replica is the plan's choice."""
+    spec = known_gpus()[gpu]
+    flops = lambda n: 2 * CARD.params_b * 1e9 * n + 4 * CARD.n_layers * CARD.n_heads * CARD.attn_head_dim * n * n / 2  # noqa: E731
+    prefill = {n: flops(n) / (spec["tflops"] * 1e12 * 0.4) for n in (1000, 10000, 40000)}
+    step = {b: (CARD.weight_read_bytes + b * CARD.kv_bytes_per_token * 30000) / (spec["hbm_gbps"] * 1e9 * 0.6)
+            for b in (1, 8, 32)}
+    return [{"model": CARD.name, "gpu": gpu, "tp": tp, "prefill_s": prefill,
+             "decode_step_s": {"kv_tokens": 30000, "by_batch": step}, "source": "test", "as_of": "2026-12-07"}
+            for tp in tps]
 
 
 def workload(contexts: list[dict], ttft: float = 4.0):
@@ -60,15 +76,18 @@ def ctx(name: str, tokens: int, reuses: float, slo: float, prompt: int = 200, ou
 
 @pytest.fixture(scope="module")
 def plans():
-    """stores: hbm, host memory and NVMe on 2 x g6e.12xlarge (4 GPUs, tp 1: 4 replicas each); strict contexts (2 s)
+    """stores: hbm, host memory and NVMe on 2 x g6e.12xlarge (4 GPUs, tp 1: 4 replicas each, as the profiles make
+    a larger tp cost more GPU time than it saves HBM); strict contexts (2 s)
     need host memory or HBM (NVMe loads 3.9 GB in 3 s, recompute takes 5 s), loose ones (4 s) may use NVMe.
     remote: S3 (4.5 s) and EBS io2 (2.5 s) on one pool. nothing: recompute only. gcs: GCP object storage only."""
-    stores = make_plan(workload([ctx(f"c{i:03d}", 30000, 2000, 2.0) for i in range(128)]
-                                + [ctx(f"n{i:02d}", 30000, 2000, 4.0) for i in range(20)]),
-                       subset("aws", {"g6e.12xlarge"}, {"hbm", "host_memory", "local_nvme"}), baselines=False)
+    stores = make_plan(workload([ctx(f"c{i:03d}", 30000, 20000, 2.0) for i in range(128)]
+                                + [ctx(f"n{i:02d}", 30000, 20000, 4.0) for i in range(20)]),
+                       subset("aws", {"g6e.12xlarge"}, {"hbm", "host_memory", "local_nvme"},
+                              no_faster_than_tp1("L40S", (2, 4))), baselines=False)
     remote = make_plan(workload([ctx(f"s{i}", 30000, 300, 4.5, 100) for i in range(4)]
                                 + [ctx(f"e{i}", 30000, 300, 2.5, 100) for i in range(2)], 8.0),
-                       subset("aws", {"g6e.12xlarge"}, {"s3_standard", "ebs_io2"}), baselines=False)
+                       subset("aws", {"g6e.12xlarge"}, {"s3_standard", "ebs_io2"}, no_faster_than_tp1("L40S", (2, 4))),
+                       baselines=False)
     nothing = make_plan(workload([ctx(f"r{i}", 2000, 10, 5.0, 100) for i in range(5)], 5.0),
                         subset("aws", {"g6e.xlarge"}, {"hbm", "host_memory", "s3_standard"}), baselines=False)
     gcs = make_plan(workload([ctx(f"g{i}", 30000, 300, 8.0, 100) for i in range(6)], 8.0),

@@ -143,7 +143,7 @@ def test_robust_regrets_by_hand(tiny):
                                             ("worst", None, "B", [2 * H] * 3),
                                             ("cvar", 0.5, "B", [2 * H] * 3)):
         result = robust_plan(base, scenarios, objective, alpha, MODELS, gap=1e-9)
-        assert result["fleet"] == [{"offering": fleet, "instances": 1}], objective
+        assert result["fleet"] == [{"offering": fleet, "tp": 1, "instances": 1}], objective
         rows = result["scenarios"]
         assert [r["robust_usd"] for r in rows] == pytest.approx(robust, rel=1e-9)
         assert [r["own_optimum_usd"] for r in rows] == pytest.approx(own, rel=1e-9)

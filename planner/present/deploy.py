@@ -181,7 +181,7 @@ def placement_csv(model: Model, priced: Priced, pools: list[Pool]) -> str:
     pool_of = {}
     for p in pools:
         for g in range(len(F.names)):
-            if F.names[g] == p.offering and int(F.tp[g]) == p.tp:
+            if F.offering_names[g] == p.offering and int(F.tp[g]) == p.tp:
                 pool_of[g] = p
     pools_by_name = {p.name: p for p in pools}
     ids = model.workload.contexts["id"].tolist()
@@ -200,7 +200,7 @@ def placement_csv(model: Model, priced: Priced, pools: list[Pool]) -> str:
         served = _served_by(pools_by_name[pool], T.names[o.t[i]], kind)
         warm = served in ("LMCache", "vLLM prefix cache")
         order += warm
-        writer.writerow([order if warm else "", spreadsheet_safe(str(ids[i])), pool, F.names[int(o.g[i])],
+        writer.writerow([order if warm else "", spreadsheet_safe(str(ids[i])), pool, F.offering_names[int(o.g[i])],
                          T.names[o.t[i]], kind, f"{o.stored_gb[i]:.6f}", reuses[i], served])
     return buffer.getvalue()
 

@@ -200,7 +200,7 @@ def _int(row: dict, key: str, source: str) -> int:
 def _pool(model: Model, priced: Priced, row: dict, source: str, several_tp: bool) -> Pool:
     F, T, card = model.fleet, model.tiers, model.card
     name, tp = str(row["offering"]), _int(row, "tp", source)
-    rows = [g for g in range(len(F.names)) if F.names[g] == name and int(F.tp[g]) == tp]
+    rows = [g for g in range(len(F.names)) if F.offering_names[g] == name and int(F.tp[g]) == tp]
     if not rows:
         raise InputError(f"{source}: fleet[{name}].tp", f"{tp}: the cost model has no {name} pool at this "
                          "tensor-parallel size")
