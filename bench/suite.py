@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,7 +122,7 @@ def _wait(process: subprocess.Popen, timeout: float) -> tuple[int | None, float,
             code = os.waitstatus_to_exitcode(status)
             break
         if time.perf_counter() - start > timeout:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: a solver it started goes with it
             _, status, rusage = os.wait4(process.pid, 0)
             break
         time.sleep(POLL_S)
@@ -144,7 +145,8 @@ def measure(workload: Path, case: Case, folder: Path, *, method: str = "auto", b
     run.load = round(os.getloadavg()[0], 2)
     stderr_file = folder / f"stderr-{method}.txt"
     with open(stderr_file, "w") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   start_new_session=True)
         run.code, run.seconds, run.rss_mb = _wait(process, timeout)
     said = [line.strip() for line in stderr_file.read_text(errors="replace").splitlines() if line.strip()]
     if run.code is None:
@@ -225,6 +227,10 @@ def _gap(value: float | None) -> str:
     return f"{value:.2%}" if value >= 1e-3 else f"{value:.4%}"
 
 
+def _excess(value: float) -> str:
+    return f"{value:+.2%}" if abs(value) >= 1e-3 else f"{value:+.4%}"
+
+
 def _share(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
@@ -250,12 +256,18 @@ STORAGE_LABELS = {"hbm": "HBM", "host_memory": "host", "local_nvme": "NVMe"}
 PATH_LABELS = {"network": "net", "block": "block"}
 
 
+def unsolved_baselines(run: Run) -> list[str]:
+    """Baselines the solver failed on (a baseline that no plan can meet, 'N contexts meet no SLO', is not one)."""
+    return [entry for entry in run.baselines_failed if "solver" in entry.split(":", 1)[1]]
+
+
 def _outcome(run: Run) -> str:
     if run.status == "timeout":
         return f"stopped at {run.timeout:.0f} s"
     if run.code:
         return f"exit {run.code}: {run.error}".replace("|", "/")
-    return run.status
+    unsolved = unsolved_baselines(run)
+    return run.status + (f"; {len(unsolved)} baseline{'s' * (len(unsolved) > 1)} unsolved" if unsolved else "")
 
 
 def table(runs: list[Run]) -> str:
@@ -285,7 +297,7 @@ def table(runs: list[Run]) -> str:
                 row += [f"no plan ({_outcome(ref)}, {ref.seconds:.0f} s)", "—"]
             else:
                 optimal = f"{_money(ref.total)} ({ref.status}, gap {_gap(ref.gap)}, {ref.seconds:.0f} s)"
-                over = "—" if run.total is None else f"{(run.total - ref.total) / ref.total:+.2%}"
+                over = "—" if run.total is None else _excess((run.total - ref.total) / ref.total)
                 row += [optimal, over]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The solver benchmark (bench/families.py, bench/suite.py, bench/usage.py): the generators' invariants, and one
 tiny case run end to end whose record is checked against the plan it wrote and hand computations (MODEL.md §5)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def test_timeout_stops_the_process(tmp_path):
     assert "stopped at 1 s" in suite.table([run])
 
 
-def test_table_with_exact_reference_and_failures():
+def test_table_with_exact_reference_and_failures(tmp_path, capsys):
     common = dict(catalog="aws", seed=0, example="", baselines=True, time_limit=None, timeout=300.0)
     plan = suite.Run("storage", 1_500, method="auto", seconds=9.31, rss_mb=512.0, code=0, status="feasible",
                      total=14_392.15, bound=9_381.22, gap=(14_392.15 - 9_381.22) / 14_392.15,
@@ -204,15 +205,22 @@ def test_table_with_exact_reference_and_failures():
                      path={"network": 0.0, "block": 0.25}, mode="provisioned", **common)
     exact = suite.Run("storage", 1_500, method="exact", seconds=1055.0, rss_mb=2100.0, code=0, status="optimal",
                       total=12_564.78, bound=12_564.0, gap=0.0, **common)
+    plan.baselines_failed = ["hbm: 3 contexts meet no SLO this way",
+                             "local_nvme: the solver stopped without finding a plan within the time limit (300 s)"]
     crashed = suite.Run("storage", 100_000, method="auto", seconds=31.0, rss_mb=900.0, code=3, status="exit 3",
                         error="IndexError: boolean index did not match", **common)
     lines = suite.table([plan, exact, crashed]).splitlines()
     assert len(lines) == 4  # head, rule, one row per case (the exact run is the first row's reference)
     first = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert first == ["storage", "1,500", "aws", "9.3", "0.50 GB", "$14,392.15", "$9,381.22", "34.82%", "feasible",
+    assert first == ["storage", "1,500", "aws", "9.3", "0.50 GB", "$14,392.15", "$9,381.22", "34.82%", "feasible; 1 baseline unsolved",
                      "1× g6e.8xlarge + 2× g6e.24xlarge", "10%", "HBM 50%, host 100%", "net 0%, block 25%",
                      "$12,564.78 (optimal, gap 0.0000%, 1055 s)",
                      f"{(14_392.15 - 12_564.78) / 12_564.78:+.2%}"]
     second = [c.strip() for c in lines[3].strip("|").split("|")]
     assert second[1] == "100,000" and second[5] == "—" and second[8].startswith("exit 3: IndexError")
     assert second[-2:] == ["—", "—"]
+    # --table prints the same table from the JSON lines the runs were appended as.
+    results = tmp_path / "results.jsonl"
+    results.write_text("".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in (plan, exact, crashed)))
+    suite.main(["--table", str(results)])
+    assert capsys.readouterr().out.strip() == "\n".join(lines)
