@@ -116,16 +116,21 @@ def _wait(process: subprocess.Popen, timeout: float) -> tuple[int | None, float,
     """Wait for the process (stopping it after timeout seconds): exit code (None if stopped), seconds, peak RSS MB."""
     start = time.perf_counter()
     code = None
-    while True:
-        pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            code = os.waitstatus_to_exitcode(status)
-            break
-        if time.perf_counter() - start > timeout:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: a solver it started goes with it
-            _, status, rusage = os.wait4(process.pid, 0)
-            break
-        time.sleep(POLL_S)
+    try:
+        while True:
+            pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                code = os.waitstatus_to_exitcode(status)
+                break
+            if time.perf_counter() - start > timeout:
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: a solver it started goes with it
+                _, status, rusage = os.wait4(process.pid, 0)
+                break
+            time.sleep(POLL_S)
+    except BaseException:  # the bench itself stopped (Ctrl-C, SIGTERM): its planner goes too
+        os.killpg(process.pid, signal.SIGKILL)
+        os.wait4(process.pid, 0)
+        raise
     seconds = time.perf_counter() - start
     process.returncode = -9 if code is None else code  # reaped here: Popen must not wait for it again
     return code, seconds, rusage.ru_maxrss / 1024  # ru_maxrss is in kB on Linux
@@ -322,6 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", type=Path, metavar="DIR", help="keep each case's workload and plans in DIR/<case>/")
     parser.add_argument("--table", type=Path, metavar="RESULTS", help="print the table of a results file and stop")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the planner running is stopped, temp removed
     if args.table is not None:
         print(table(read_results(args.table)))
         return
