@@ -40,7 +40,8 @@ storage and path are the fleet's use over its capacity (bench/usage.py), 1.0 whe
   NVMe are full (they cost nothing more), every further cache streams over the instances' paths, so path and
   attached capacity bind together. On gcp (no EBS, no local NVMe path) the network binds: 1,000 contexts on
   an a3-highgpu-1g and 5 g2-standard-32, network 86%. On lambda remote tiers have no path at all (the catalog
-  lists no network bandwidth), so there this family is storage-bound.
+  lists no network bandwidth), so there this family is storage-bound. At 10,000 on aws the current engine's plan
+  (two p4d.24xlarge, gap 32.5%; bench/RESULTS.md) fills the GPUs and the caches and leaves the network at 49%.
 - mixed, 1,000: one g6e.xlarge, $1,404; GPU 80%, host memory and NVMe full, network 70%: every kind of row at once.
 """
 

@@ -35,6 +35,7 @@ import families  # noqa: E402
 from usage import usage  # noqa: E402
 
 POLL_S = 0.01
+ERROR_WIDTH = 90  # characters of a failed run's last line in the table (the JSON line keeps it whole)
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,9 @@ def _outcome(run: Run) -> str:
     if run.status == "timeout":
         return f"stopped at {run.timeout:.0f} s"
     if run.code:
-        return f"exit {run.code}: {run.error}".replace("|", "/")
+        said = run.error.split(" (rerun with --debug", 1)[0]
+        said = said if len(said) <= ERROR_WIDTH else said[:ERROR_WIDTH - 1] + "…"
+        return f"exit {run.code}: {said}".replace("|", "/")
     unsolved = unsolved_baselines(run)
     return run.status + (f"; {len(unsolved)} baseline{'s' * (len(unsolved) > 1)} unsolved" if unsolved else "")
 
@@ -288,7 +291,8 @@ def table(runs: list[Run]) -> str:
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join("---:" if h in ("contexts", "seconds", "peak RSS", "plan", "lower bound", "gap",
                                             "GPU peak") else "---" for h in head) + "|"]
-    for key, run in main.items():
+    order = {name: i for i, name in enumerate(families.FAMILIES + ("examples",))}
+    for key, run in sorted(main.items(), key=lambda item: (order.get(item[1].family, len(order)),) + item[0][1:]):
         family = run.family + (f": {run.example}" if run.example else "")
         seconds = f"> {run.timeout:.0f}" if run.code is None else f"{run.seconds:.1f}"
         row = [family, f"{run.contexts:,}", run.catalog, seconds, f"{run.rss_mb / 1024:.2f} GB", _money(run.total),
