@@ -9,6 +9,13 @@ runs out, the table says so, with the seconds it ran).
 
     python bench/run.py                                   # 1k, 10k, 100k, 1M contexts; baseline at 50k
     python bench/run.py --sizes 1000 10000 --baseline 10000 --baseline-limit 300
+
+With --families, the solver benchmark of issue #23 instead (bench/suite.py): each family x size x catalog planned
+end to end in a fresh process, results appended as JSON lines, and a Markdown table printed:
+
+    python bench/run.py --families compute storage path mixed examples --sizes 1000 10000 --catalogs aws gcp \
+        --timeout 300 --results bench-out.jsonl [--no-baselines] [--compare-exact]
+    python bench/run.py --table bench-out.jsonl          # the table of a results file
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# this checkout's planner (in --one mode too), not an installed copy; and bench/ for generate
+sys.path[:0] = [str(Path(__file__).resolve().parent.parent), str(Path(__file__).resolve().parent)]
 from generate import write  # noqa: E402
 
 
@@ -77,7 +85,14 @@ def measure(workload: Path, method: str, limit: float, memory_gb: float | None =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if any(arg.startswith(("--families", "--table")) for arg in sys.argv[1:]):
+        from suite import main as suite_main
+
+        suite_main(sys.argv[1:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="--families ... or --table FILE: the solver benchmark (bench/suite.py; "
+                                     "python bench/suite.py --help)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--baseline", type=int, nargs="*", default=[50_000])
     parser.add_argument("--baseline-limit", type=float, default=1800.0)
