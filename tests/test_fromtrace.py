@@ -274,3 +274,27 @@ def test_random_traces_match_a_request_by_request_reading_of_the_rule(tmp_path, 
     assert built.reads == sum(len(items) for items in reads.values())
     assert built.reusable_share == pytest.approx(sum(i[0] for items in reads.values() for i in items)
                                                  / sum(r[1] for r in rows))
+
+
+def test_the_summary_counts_requests_no_offering_serves_within_the_slo(tmp_path):
+    """With --catalog, the summary says how many contexts (and their requests a month) meet the TTFT SLO on no
+    offering at any tensor-parallel size: here recompute only, on one GPU of 100 TFLOPS at MFU 0.4 (MODEL.md §4)."""
+    catalog = tmp_path / "c.yaml"
+    catalog.write_text(yaml.safe_dump({"name": "slow", "as_of": "2026-12-01",
+                                       "gpus": {"G": {"tflops": 100, "hbm_gb": 80, "hbm_gbps": 1000}},
+                                       "offerings": [{"name": "one", "gpu": "G", "gpus": 1, "price_per_hour": 1.0}]}))
+    flops = lambda n: 2 * LLAMA.params_b * 1e9 * n + 4 * LLAMA.n_layers * LLAMA.n_heads * LLAMA.attn_head_dim * n * n / 2  # noqa: E731
+    ttft = {name: flops(n) / (100e12 * 0.4) for name, n in
+            (("line1-1blk", 512 + 188), ("line1-2blk", 1024 + 1024), ("line2-4blk", 2048 + 176))}
+    slo = (ttft["line1-1blk"] + ttft["line1-2blk"]) / 2   # only the shortest context meets it
+    assert ttft["line1-1blk"] < slo < min(ttft["line1-2blk"], ttft["line2-4blk"])
+    trace = write_mooncake(tmp_path / "t.jsonl", TINY)
+    result = CliRunner().invoke(main, ["workload", "from-trace", "mooncake", str(trace), "--model", LLAMA.name,
+                                       "--slo-ttft", repr(slo), "--catalog", str(catalog),
+                                       "--out", str(tmp_path / "w.yaml"), "-q"])
+    assert result.exit_code == 0, result.output
+    scale = MONTH_S / 40
+    requests = round(scale, 3) + round(2 * scale, 3)          # line1-2blk and line2-4blk's reuses a month
+    line = next(x for x in result.stdout.splitlines() if x.startswith("SLO on slow:"))
+    assert f"2 contexts ({requests:,.0f} requests a month) cannot meet it" in line
+    assert "line2-4blk" in line or "line1-2blk" in line

@@ -48,7 +48,9 @@ def brute_force(workload, catalog):
                 with np.errstate(divide="ignore", invalid="ignore"):
                     need = np.where(total > 0, np.ceil(total / np.nan_to_num(capacity) - 1e-9), 0)
                 n = np.maximum(n, need)
-            if np.any(~np.isfinite(n)) or np.any(n > F.max_instances):
+            caps = np.full(F.offering.max() + 1, np.inf)
+            caps[F.offering] = F.max_instances      # an offering's cap holds for its tp versions together
+            if np.any(~np.isfinite(n)) or np.any(np.bincount(F.offering, n, len(caps)) > caps):
                 continue
             cost = float(n @ (F.price * H) + o.direct_usd[combo].sum())
             best = cost if best is None else min(best, cost)

@@ -10,13 +10,14 @@ import click
 import pandas as pd
 import yaml
 
-from ..inputs.catalog import ModelCard, load_models
+from ..inputs.catalog import ModelCard, load_catalog, load_models
 from ..inputs.errors import InputError, warn
 from ..inputs.fields import read_text
 from ..inputs.fromtrace import WINDOW_S, TraceWorkload, azure_workload, mooncake_workload
 from ..inputs.history import METHODS, forecast_reuses, read_history
 from ..inputs.traces import read_azure, read_mooncake
 from ..inputs.workload import MONTHLY, default_name, load_workload
+from ..plan.runner import unmet_slo
 from .common import command, write_atomic
 
 
@@ -46,10 +47,12 @@ def workload_group() -> None:
 @click.option("--writes-per-month", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="mooncake: how often each context's cache is written (built).")
 @click.option("--limit", type=click.IntRange(min=1), help="Read only the trace's first N requests.")
+@click.option("--catalog", "catalog_ref", help="Say how many requests could meet the SLO on none of this catalog's "
+              "offerings (a bundled name or a path).")
 @command
 def from_trace(trace_format: str, trace: Path, model: str, out: Path, force: bool, name: str | None,
                slo_ttft: float, slo_tpot: float | None, hours_per_month: float, window: float, min_reuses: int,
-               writes_per_month: float, limit: int | None, quiet: bool) -> None:
+               writes_per_month: float, limit: int | None, catalog_ref: str | None, quiet: bool) -> None:
     """A request TRACE as a workload that `kvplan plan` runs as is.
 
     FORMAT mooncake: JSON lines with 512-token prefix hashes (hash_ids), whose shared prefixes become contexts;
@@ -92,7 +95,14 @@ def from_trace(trace_format: str, trace: Path, model: str, out: Path, force: boo
         write_atomic(contexts_path, built.contexts.to_csv(index=False))
     header = "".join(f"# {line}\n" for line in [f"Made by: {made_by}", *lines])
     write_atomic(out, header + yaml.safe_dump(settings, sort_keys=False, default_flow_style=None, width=120))
-    load_workload(out, models)  # what `kvplan plan` reads: a bug here must not pass unnoticed
+    written = load_workload(out, models)  # what `kvplan plan` reads: a bug here must not pass unnoticed
+    if catalog_ref is not None:
+        catalog = load_catalog(catalog_ref, models)
+        unmet = unmet_slo(written, catalog)
+        lines.append(f"SLO on {catalog.name}: every context can meet it on some offering" if not unmet.contexts else
+                     f"SLO on {catalog.name}: {_count(unmet.contexts, 'context')} ({unmet.requests_per_month:,.0f} "
+                     f"requests a month) cannot meet it on any offering, at any tensor-parallel size; furthest off: "
+                     f"{unmet.worst} (plan with --slo-policy best_effort, or loosen --slo-ttft)")
     click.echo("\n".join(lines))
     if not quiet:
         written = [str(out)] + ([str(contexts_path)] if not built.contexts.empty else [])

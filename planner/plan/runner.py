@@ -48,6 +48,40 @@ def diagnose_unplaceable(model: Model, table: Options, classes: np.ndarray, limi
     return "\n".join(lines) + more
 
 
+@dataclasses.dataclass(frozen=True)
+class UnmetSlo:
+    """Contexts no option of a catalog serves within their SLO (at any tensor-parallel size)."""
+    contexts: int
+    requests_per_month: float
+    worst: str          # the context furthest off, its best TTFT and where
+
+
+def unmet_slo(workload: Workload, catalog: Catalog) -> UnmetSlo:
+    """How many contexts (and their reuses a month) meet their SLO on no offering of the catalog."""
+    model = prepare(workload, catalog)
+    table = option_table(model)
+    classes = np.setdiff1d(np.arange(len(model.demand.count)), table.k[table.allowed])
+    if len(classes) == 0:
+        return UnmetSlo(0, 0.0, "")
+    count = model.demand.count[classes]
+    requests = float(np.sum(count * model.demand.reuses_per_month[classes]))
+    best = np.full(len(classes), np.inf)
+    where = np.full(len(classes), -1)
+    for i, k in enumerate(classes):
+        rows = np.flatnonzero((table.k == k) & table.available)
+        if len(rows):
+            j = rows[np.argmin(table.ttft_s[rows])]
+            best[i], where[i] = table.ttft_s[j], j
+    off = best / model.demand.ttft_slo_s[classes]
+    i = int(np.argmax(np.where(np.isfinite(off), off, -np.inf))) if np.isfinite(off).any() else 0
+    k = classes[i]
+    context = model.workload.contexts["id"].to_numpy()[model.context_class == k][0]
+    worst = (f"{context}: best TTFT {best[i]:.3f} s with {model.tiers.names[table.t[where[i]]]} on "
+             f"{model.fleet.names[table.g[where[i]]]}, SLO {model.demand.ttft_slo_s[k]:g} s"
+             if where[i] >= 0 else f"{context}: no offering can serve it at all")
+    return UnmetSlo(int(count.sum()), requests, worst)
+
+
 def _tpot_change(model: Model, table: Options, rows: np.ndarray, k: int) -> str:
     """Where the TPOT SLO binds too, the TPOT the fastest-TTFT-feasible option would need."""
     if not np.isfinite(model.demand.tpot_slo_s[k]):
@@ -112,6 +146,10 @@ def make_plan(workload: Workload, catalog: Catalog, *, solver: str = "highs", ga
     else:
         restricted, names = _exact_solver(held, solver, gap, time_limit, progress)
     placement, solution, reason = restricted(None)
+    if placement is None and method == "auto" and solution is not None and solution.status == "not_solved":
+        progress("the exact program found no plan within the time limit: the engine plans instead")
+        restricted, names = _scale_solver(held, gap, time_limit, progress), baseline_names(held["model"])
+        placement, solution, reason = restricted(None)
     if placement is None:
         raise Infeasible(reason)
     model = held["model"]
