@@ -9,6 +9,10 @@ the loaded cache, or the whole prefill when recomputing; decode). GPU time is pr
 the offering's hourly price per GPU for each GPU-second (MODEL.md §6). Storing on tier t beats recomputing for
     f > f*_t = (A_t − A_recompute) / (B_recompute − B_t)        (never where B_t >= B_recompute)
 Attached tiers (HBM, host memory, local NVMe) come with the instance: no storage price, only their space.
+
+With `delay`, each row also gives the end-to-end delay of one request (MODEL.md §4): TTFT (the load, then the
+prompt's prefill after it, or overlapped where the tier says so; recomputing: the whole prefill) plus the output's
+decode, output tokens × TPOT, as the paper's Figure 2 compares them; and each option's cost at the reuse rate.
 """
 
 from __future__ import annotations
@@ -69,9 +73,11 @@ def default_offering(card: ModelCard, catalog: Catalog, setting: Setting = Setti
 
 
 def breakeven_table(card: ModelCard, catalog: Catalog, tokens: np.ndarray, offering: int, setting: Setting = Setting(),
-          reuses_per_hour: float = 1.0) -> pd.DataFrame:
+          reuses_per_hour: float = 1.0, delay: bool = False) -> pd.DataFrame:
     """Per context length and stored tier: the break-even reuse rate (per hour and per month; inf: never), the
-    TTFT stored and recomputed, and the recompute-to-store cost ratio at `reuses_per_hour`."""
+    TTFT stored and recomputed, and the recompute-to-store cost ratio at `reuses_per_hour`. With `delay`: the
+    load, decode and end-to-end delay of one request stored and recomputed, their ratio, and one context's cost
+    over the period (`hours_per_month`) at `reuses_per_hour`, stored and recomputed."""
     H = setting.hours_per_month
     tokens = np.asarray(tokens, np.int64)
     tiers = build_tiers(catalog)
@@ -82,6 +88,10 @@ def breakeven_table(card: ModelCard, catalog: Catalog, tokens: np.ndarray, offer
     slope = ((cost2 - cost1) / f).reshape(-1, T)                       # B_t: USD per reuse
     fixed = (cost1.reshape(-1, T) - slope * f)                         # A_t: USD per month
     ttft, ok = o.ttft_s.reshape(-1, T), o.meets_slo.reshape(-1, T)
+    # End-to-end delay of one request: TTFT, then one decode step (TPOT) per output token.
+    decode = setting.output_tokens * o.tpot_s.reshape(-1, T)
+    load = o.load_s.reshape(-1, T)
+    cost_at = cost1.reshape(-1, T)
     rows = []
     for i, L in enumerate(tokens):
         for t in range(1, T):
@@ -97,8 +107,16 @@ def breakeven_table(card: ModelCard, catalog: Catalog, tokens: np.ndarray, offer
                          "usd_per_reuse_stored": float(slope[i, t]),
                          "usd_per_reuse_recompute": float(slope[i, RECOMPUTE]),
                          "usd_fixed_per_month": float(fixed[i, t]),
-                         "cost_ratio": float(cost1.reshape(-1, T)[i, RECOMPUTE]
-                                             / cost1.reshape(-1, T)[i, t])})
+                         "cost_ratio": float(cost_at[i, RECOMPUTE] / cost_at[i, t])})
+            if delay:
+                stored_s, recompute_s = ttft[i, t] + decode[i, t], ttft[i, RECOMPUTE] + decode[i, RECOMPUTE]
+                rows[-1].update({"load_s": float(load[i, t]),
+                                 "decode_stored_s": float(decode[i, t]),
+                                 "decode_recompute_s": float(decode[i, RECOMPUTE]),
+                                 "delay_stored_s": float(stored_s), "delay_recompute_s": float(recompute_s),
+                                 "delay_ratio": float(recompute_s / stored_s),
+                                 "usd_per_month_stored": float(cost_at[i, t]),
+                                 "usd_per_month_recompute": float(cost_at[i, RECOMPUTE])})
     return pd.DataFrame(rows)
 
 

@@ -60,13 +60,17 @@ def report_command(plan_file: Path, html_path: Path | None, md_path: Path | None
 @click.option("--hours-per-month", type=click.FloatRange(min=0, min_open=True), default=730.0, show_default=True,
               help="The period storage is paid for (the paper's T).")
 @click.option("--pricing", default="on_demand", show_default=True, help="The catalog price to use.")
-@click.option("--plot", type=click.Path(path_type=Path), help="Write the break-even chart here (PNG or SVG).")
+@click.option("--delay", is_flag=True, help="Add each option's end-to-end delay per request (TTFT + output tokens "
+              "× TPOT) and one context's cost over the period at --reuses-per-hour, stored and recomputed.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the break-even chart here (PNG or SVG); with "
+              "--delay, beside the delay and cost per length.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the table as CSV.")
 @command
 def breakeven_command(model_name: str, catalog_ref: str, tokens: str, offering: str | None, prompt_tokens: int,
                       output_tokens: int, ttft_slo: float | None, reuses_per_hour: float, hours_per_month: float,
-                      pricing: str, plot: Path | None, as_csv: bool, quiet: bool) -> None:
-    """For each storage tier: the reuse rate above which storing a context's KV cache beats recomputing it."""
+                      pricing: str, delay: bool, plot: Path | None, as_csv: bool, quiet: bool) -> None:
+    """For each storage tier: the reuse rate above which storing a context's KV cache beats recomputing it
+    (with --delay: and each option's end-to-end delay and cost, by context length)."""
     models = load_models()
     if model_name not in models:
         raise InputError("--model", f"unknown model {model_name!r} (known: {', '.join(sorted(models))})")
@@ -87,7 +91,7 @@ def breakeven_command(model_name: str, catalog_ref: str, tokens: str, offering: 
         raise InputError("--offering", f"unknown offering {offering!r} in {catalog.name}")
     else:
         g = names.index(offering)
-    frame = breakeven.breakeven_table(card, catalog, lengths, g, setting, reuses_per_hour)
+    frame = breakeven.breakeven_table(card, catalog, lengths, g, setting, reuses_per_hour, delay)
     if frame.empty:
         raise InputError("--offering", f"{names[g]} cannot serve {card.name} (or reach any tier)")
     if as_csv:
@@ -98,8 +102,18 @@ def breakeven_command(model_name: str, catalog_ref: str, tokens: str, offering: 
         rows = [[f"{r.tokens:,}", r.tier, "never" if not np.isfinite(r.breakeven_per_hour)
                  else f"{r.breakeven_per_hour:.4g}", f"{r.ttft_stored_s:.3f}", f"{r.ttft_recompute_s:.3f}",
                  "yes" if r.within_slo else "no", f"{r.cost_ratio:.2f}"] for r in frame.itertuples()]
-        click.echo(table(["tokens", "tier", "break-even reuses/h", "TTFT stored (s)", "TTFT recompute (s)",
-                          "within SLO", f"cost ratio at {reuses_per_hour:g}/h"], rows, indent=""))
+        headers = ["tokens", "tier", "break-even reuses/h", "TTFT stored (s)", "TTFT recompute (s)", "within SLO",
+                   f"cost ratio at {reuses_per_hour:g}/h"]
+        if delay:
+            for row, r in zip(rows, frame.itertuples()):
+                row += [f"{r.delay_stored_s:.3f}", f"{r.delay_recompute_s:.3f}", f"{r.delay_ratio:.2f}",
+                        f"${r.usd_per_month_stored:.6f}", f"${r.usd_per_month_recompute:.6f}"]
+            headers += ["delay stored (s)", "delay recompute (s)", "delay ratio", "USD stored", "USD recompute"]
+        click.echo(table(headers, rows, indent=""))
+        if delay:
+            click.echo(f"\ndelay: TTFT + {output_tokens} output tokens × TPOT, per request; USD: one context over "
+                       f"{hours_per_month:g} h at {reuses_per_hour:g} reuses/h ({reuses_per_hour * hours_per_month:g} "
+                       f"reuses), cache built once")
     if plot is not None:
         breakeven_chart(frame, f"{card.name} on {names[g]} ({catalog.name})", plot)
         if not quiet:

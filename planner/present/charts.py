@@ -78,24 +78,63 @@ def sweep_chart(frame: pd.DataFrame, s: dict, path) -> None:
 
 
 def breakeven_chart(frame, title: str, path: Path) -> None:
-    """Break-even reuse rate per tier against context length (log-log), tiers that never break even left out."""
+    """Break-even reuse rate per tier against context length (log-log), tiers that never break even left out;
+    where the frame has delays (breakeven --delay), each option's end-to-end delay per request and cost per
+    context beside it, recompute drawn once. A tier keeps its colour in every panel; one legend, beside them."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    delays = "delay_stored_s" in frame
+    colours = {tier: f"C{i % 10}" for i, tier in enumerate(frame["tier"].unique())}
+    fig, axes = plt.subplots(1, 3 if delays else 1, figsize=(15 if delays else 7, 4), dpi=120, squeeze=False)
+    if delays:
+        _option_panel(axes[0][0], frame, colours, "delay_{}_s", "end-to-end delay per request (s)")
+        _option_panel(axes[0][1], frame, colours, "usd_per_month_{}", "USD per context over the period")
+    ax = axes[0][-1]
     for tier, group in frame.groupby("tier", sort=False):
         finite = group[np.isfinite(group["breakeven_per_hour"]) & (group["breakeven_per_hour"] > 0)]
         if len(finite):
-            ax.plot(finite["tokens"], finite["breakeven_per_hour"], marker="o", markersize=3, label=tier)
+            ax.plot(finite["tokens"], finite["breakeven_per_hour"], marker="o", markersize=3, label=tier,
+                    color=colours[tier])
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # plain numbers (0.01, 1.5) rather than powers of ten: the minor ticks are labelled too within a decade
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5)))
     ax.set_xlabel("context tokens")
     ax.set_ylabel("break-even reuses per hour")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the lines
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0)  # beside the lines
+    if delays:
+        fig.suptitle(title, fontsize=9)
+    else:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, metadata={"Software": None} if path.suffix.lower() == ".png" else {"Date": None})
     plt.close(fig)
+
+
+def _option_panel(ax, frame, colours: dict, column: str, label: str) -> None:
+    """One line per option against context length: recompute (the same on every tier's rows) and each tier.
+    `column` names the frame's columns with {} for 'stored' or 'recompute'."""
+    recompute = frame.drop_duplicates("tokens")
+    ax.plot(recompute["tokens"], recompute[column.format("recompute")], marker="s", markersize=3, color="black",
+            label="recompute")
+    for tier, group in frame.groupby("tier", sort=False):
+        ax.plot(group["tokens"], group[column.format("stored")], marker="o", markersize=3, label=tier,
+                color=colours[tier])
+    tokens = frame["tokens"]
+    if tokens.max() > 10 * tokens.min():  # lengths over decades: log-log, as the break-even panel
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        values = np.concatenate([frame[column.format("recompute")], frame[column.format("stored")]])
+        top = float(np.nanmax(values[np.isfinite(values)], initial=0.0))
+        ax.set_ylim(0.0, top * 1.08 if top > 0 else 1.0)
+    ax.set_xlabel("context tokens")
+    ax.set_ylabel(label)
