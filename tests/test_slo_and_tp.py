@@ -132,3 +132,24 @@ def test_max_instances_caps_the_sum_of_an_offerings_tp_versions(models):
     plan = make_plan(workload(models, SHORT + [LONG]), capped, gap=1e-9, baselines=False)
     assert sum(f["instances"] for f in plan["fleet"]) == 1
     assert plan["violations"] == []
+
+
+def test_explain_shows_the_gpu_seconds_a_serial_load_holds(models, tmp_path):
+    """load_blocks_gpu (MODEL.md §4): a stored context's load holds its replica's GPUs; explain shows tp · t_load
+    for such options, here host memory over PCIe: t_load = S / (pcie · tp)."""
+    card = models["Llama-3.1-8B"]
+    data = {"name": "serial", "as_of": "2026-12-01", "gpus": GPUS, "defaults": {"load_blocks_gpu": True},
+            "tiers": [{"name": "host", "kind": "host_memory"}],
+            "offerings": [{"name": "one", "gpu": "H100", "gpus": 1, "price_per_hour": 4.0, "host_memory_gb": 1000}]}
+    plan = make_plan(workload(models, [dict(SHORT[0], reuses_per_month=200_000)]),
+                     parse_catalog(data, "serial.yaml", models), gap=1e-9, baselines=False)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    result = CliRunner().invoke(main, ["explain", str(path), "--context", "s0", "--json"])
+    assert result.exit_code == 0, result.output
+    options = {o["tier"]: o for o in json.loads(result.stdout)["options"]}
+    size = card.kv_bytes_per_token * 4000 / 1e9
+    assert options["host"]["load_gpu_s"] == pytest.approx(size / 64.0, rel=1e-9)
+    assert options["recompute"]["load_gpu_s"] == 0.0
+    text = CliRunner().invoke(main, ["explain", str(path), "--context", "s0"]).stdout
+    assert "load GPU-s" in text

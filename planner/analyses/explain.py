@@ -152,7 +152,9 @@ def context(model: Model, placement: Placement, priced: Priced, context_id: str)
             elif full[j]:
                 needs = f"more {full[j]} on {F.names[o.g[j]]} (full: {_amount(used[o.g[j], RESOURCES.index(full[j])])}"\
                         f" of {_amount(cap[o.g[j], RESOURCES.index(full[j])])})"
-        rows.append({"offering": F.names[o.g[j]], "tier": T.names[o.t[j]], "ttft_s": float(o.ttft_s[j]),
+        rows.append({"offering": F.names[o.g[j]], "tp": int(F.tp[o.g[j]]), "tier": T.names[o.t[j]],
+                     "ttft_s": float(o.ttft_s[j]), "load_s": float(o.load_s[j]),
+                     "load_gpu_s": float(F.tp[o.g[j]] * o.load_s[j]) if F.load_blocks_gpu[o.g[j]] else 0.0,
                      "tpot_s": float(o.tpot_s[j]), "verdict": verdict, "usd_direct": float(o.direct_usd[j]),
                      "usd_full_gpu": float(o.direct_usd[j] + gpu_usd[j]) if verdict == "ok" else None,
                      "usd_margin": float(marginal[j]) if verdict == "ok" else None, "needs": needs,

@@ -194,15 +194,18 @@ def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
     shown = shown.assign(blocked=shown["needs"] != "").sort_values(["blocked", "usd_margin", "offering", "tier"],
                                                                     na_position="last")
     resolved = "resolved_total_usd" in frame
+    held = bool((frame["load_gpu_s"] > 0).any())  # loads that hold the GPU (load_blocks_gpu) count as GPU time
     rows = []
     for r in shown.itertuples():
-        row = [r.offering, r.tier, f"{r.ttft_s:.3f}", r.verdict, f"${r.usd_direct:,.4f}", _money(r.usd_full_gpu),
-               _money(r.usd_margin), r.needs, "<- chosen" if r.chosen else ""]
+        row = [r.offering, r.tp, r.tier, f"{r.ttft_s:.3f}", *([f"{r.load_gpu_s:.3f}"] if held else []), r.verdict,
+               f"${r.usd_direct:,.4f}", _money(r.usd_full_gpu), _money(r.usd_margin), r.needs,
+               "<- chosen" if r.chosen else ""]
         if resolved:
             value = r.resolved_total_usd
             row.append("" if value is None or pd_isna(value) else f"${value:,.2f} ({value - total:+,.2f})")
         rows.append(row)
-    headers = ["offering", "tier", "TTFT (s)", "verdict", "direct", "GPU at full price", "at the margin", "needs", ""]
+    headers = ["offering", "tp", "tier", "TTFT (s)", *(["load GPU-s"] if held else []), "verdict", "direct",
+               "GPU at full price", "at the margin", "needs", ""]
     if resolved:
         headers.append("plan total if forced")
     hidden = len(frame) - len(shown)
@@ -212,6 +215,9 @@ def _context_text(result: dict, frame, total: float, show_all: bool) -> str:
               table(headers, rows)]
     if hidden:
         lines.append(f"  ({hidden} options outside SLO or not available: --all lists them)")
+    if held:
+        lines.append("  load GPU-s: the GPU-seconds a request's cache load holds the replica's GPUs (load_blocks_gpu: "
+                     "a serial pipeline), counted in its GPU time")
     return "\n".join(lines)
 
 
