@@ -111,6 +111,25 @@ class Fleet:
         found |= {f"{self.offering_names[g]}: {self.why_not(g, pricing)}" for g in np.flatnonzero(~self.serves)}
         return sorted(found)
 
+    def subset(self, pools: np.ndarray) -> "Fleet":
+        """The fleet of the given pools only (in that order)."""
+        pools = np.asarray(pools, dtype=np.int64)
+        fields = {}
+        for name, value in self.__dict__.items():
+            if isinstance(value, np.ndarray):
+                fields[name] = value[pools]
+            elif name in ("names", "offering_names"):
+                fields[name] = tuple(value[g] for g in pools.tolist())
+            else:
+                fields[name] = value
+        return Fleet(**fields)
+
+    def smallest_tp(self) -> np.ndarray:
+        """Each offering's pool at its smallest tensor-parallel size (the offering as it is without the choice)."""
+        first = np.ones(len(self.offering), dtype=bool)
+        first[1:] = self.offering[1:] != self.offering[:-1]
+        return np.flatnonzero(first)
+
     def pool(self, offering: str, tp: int | None = None) -> int:
         """The pool of an offering at a tp (its smallest tp where None); KeyError if there is none."""
         for g, (name, size) in enumerate(zip(self.offering_names, self.tp.tolist())):

@@ -38,7 +38,8 @@ def compare(workload: Workload, catalogs: list[str], models: dict[str, ModelCard
         row |= {
             "status": plan["solver"]["status"], "total_usd": plan["total_usd"],
             **{f"{key}_usd": value for key, value in plan["breakdown_usd"].items()},
-            "fleet": " + ".join(f"{f['instances']}x {f['offering']}" for f in plan["fleet"] if f["instances"])
+            "fleet": " + ".join(f"{f['instances']}x {f['offering']}" + (f" (tp {f['tp']})" if f["gpus"] > 1 else "")
+                                for f in plan["fleet"] if f["instances"])
             or "per use: " + ", ".join(f["offering"] for f in plan["fleet"]),
             "tiers": ", ".join(f"{t['tier']} {t['contexts']}" for t in plan["tiers"] if t["contexts"]),
             "all_recompute_usd": baseline["total_usd"], "savings_usd": baseline.get("savings_usd"),

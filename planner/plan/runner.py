@@ -235,6 +235,33 @@ def _scale_solver(held: dict, gap: float, time_limit: float | None, progress: Ca
     inputs = scale.Inputs(model.card, model.fleet, model.tiers, model.settings)
     K, T = len(model.demand.count), len(model.tiers.names)
     stored = np.arange(T) != RECOMPUTE
+    # Each offering at its smallest tp alone: the engine plans there too, and the cheaper plan is kept (a plan on
+    # fewer pools is a plan); the bound is always the one over every pool.
+    smallest = model.fleet.smallest_tp()
+    narrow = (scale.Inputs(model.card, model.fleet.subset(smallest), model.tiers, model.settings)
+              if len(smallest) < len(model.fleet.names) else None)
+
+    def widened(result):
+        """A result on the smallest-tp pools, on every pool."""
+        def wide(values: np.ndarray) -> np.ndarray:
+            out = np.zeros(len(model.fleet.names), dtype=values.dtype)
+            out[smallest] = values
+            return out
+        return dataclasses.replace(result, offering=smallest[result.offering], instances=wide(result.instances),
+                                   hbm_cache=wide(result.hbm_cache),
+                                   background_share=wide(result.background_share))
+
+    def solve(name, states, allowed, tree, talk):
+        result = scale.solve(inputs, model.demand, model.background, states=states, allowed=allowed, gap=gap,
+                             time_limit=time_limit, tree=tree, progress=talk)
+        if narrow is None or result.status == "unplaceable":
+            return result
+        other = scale.solve(narrow, model.demand, model.background, states=states, allowed=allowed, gap=gap,
+                            time_limit=time_limit, tree=False, progress=silent)
+        if other.objective is None or (result.objective is not None and other.objective >= result.objective):
+            return result
+        talk(f"the plan on each offering's smallest tp is cheaper: ${other.objective:,.2f}")
+        return dataclasses.replace(widened(other), bound=result.bound, status=result.status)
 
     def restricted(name: str | None):
         nonlocal model
@@ -246,17 +273,14 @@ def _scale_solver(held: dict, gap: float, time_limit: float | None, progress: Ca
             allowed = stored[None, :] == wants_store[:, None]
         elif name is not None:
             allowed = np.broadcast_to(np.arange(T) == model.tiers.index(name), (K, T)).copy()
-        result = scale.solve(inputs, model.demand, model.background, states=states, allowed=allowed, gap=gap,
-                             time_limit=time_limit, tree=name is None,  # a baseline's bound is not shown
-                             progress=progress if name is None else silent)
+        result = solve(name, states, allowed, name is None,  # a baseline's bound is not shown
+                       progress if name is None else silent)
         if result.status == "unplaceable" and name == "rule_of_thumb" and len(result.unplaceable):
             allowed[result.unplaceable] = True  # where the rule's choice meets no SLO, the other one
-            result = scale.solve(inputs, model.demand, model.background, allowed=allowed, gap=gap,
-                                 time_limit=time_limit)
+            result = solve(name, (0, 1), allowed, False, silent)
         if result.status == "unplaceable" and name is None and model.workload.slo_policy == "best_effort":
             model = held["model"] = best_effort(model, result.unplaceable)
-            result = scale.solve(inputs, model.demand, model.background, states=states, allowed=allowed, gap=gap,
-                                 time_limit=time_limit, tree=True, progress=progress)
+            result = solve(name, states, allowed, True, progress)
         if result.status == "unplaceable":
             if name is not None:
                 return None, None, f"{model.demand.count[result.unplaceable].sum()} contexts meet no SLO this way"

@@ -152,7 +152,7 @@ def _fleet(plan: dict) -> Part:
                 ["offering", "instances", "GPUs", "$/h", "HBM cache", "contexts", "background", "peak util",
                  "USD/month"], rows)
     if plan["fleet"]:
-        part.chart = _pair([r["offering"] for r in plan["fleet"]], [r["instances"] for r in plan["fleet"]],
+        part.chart = _pair([r["offering"] + (f" tp{r['tp']}" if r["gpus"] > 1 else "") for r in plan["fleet"]], [r["instances"] for r in plan["fleet"]],
                            "instances", [r["usd"] for r in plan["fleet"]], "USD per month", ("#762a83", "#2166ac"))
         part.caption = "Instances and monthly cost per offering."
     return part
