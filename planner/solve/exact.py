@@ -168,11 +168,112 @@ def month_rows(prob: pulp.LpProblem, p: Problem, n: dict, tag: str,
     return objective, {"z": z, "x": x, "h": h, "m": m}
 
 
+# Programs with more options than this start from a plan on a few pools (`first_plan`).
+FIRST_PLAN_OPTIONS = 5_000
+FIRST_PLAN_POOLS = 6
+
+
 def solve_program(p: Problem, solver: str = "highs", gap: float = 1e-4, time_limit: float | None = None) -> Solution:
-    """The one-month program, fleet first (see `fleet_first`)."""
+    """The one-month program, fleet first (see `fleet_first`). A large program starts from `first_plan`'s plan:
+    with a good incumbent the solver fixes most pools' instances to zero by reduced cost right after its first
+    LP, and a plan it cannot improve on is returned as it is. The result is the whole program's, either way."""
     clock = time.perf_counter()
-    result = fleet_first(lambda integral: build(p, integral), ("n", "h"), p.provisioned, solver, gap, time_limit)
+    first = None
+    if p.provisioned and len(p.options.k) > FIRST_PLAN_OPTIONS:
+        first = first_plan(p, solver, gap, None if time_limit is None else time_limit / 4)
+    left = None if time_limit is None else max(time_limit - (time.perf_counter() - clock), 1.0)
+    result = fleet_first(lambda integral: build(p, integral), ("n", "h"), p.provisioned, solver, gap, left,
+                         None if first is None else first.values)
+    if first is not None and result.status in ("not_solved", "time_limit") \
+            and (result.objective is None or result.objective > first.objective):
+        prob, var = build(p, True)  # out of time with nothing better: the first plan is the answer
+        for v in prob.variables():
+            v.varValue = first.values.get(v.name, 0.0)
+        result = Solved("time_limit", prob, var, first.objective, result.bound, result.solver)
     return solution_of(p, result, clock)
+
+
+@dataclass(frozen=True)
+class FirstPlan:
+    pools: np.ndarray           # the pools it may use
+    objective: float
+    values: dict                # its value of every variable of the whole program, by name
+
+
+def pool_scores(p: Problem) -> tuple[np.ndarray, np.ndarray]:
+    """Each class's fluid cost on each pool (class × pool: its cheapest option there with the instance bought by
+    the largest share of a capacity the option uses; infinite where it has none), and each pool's cost of serving
+    everything alone (every class at that option, the background too, whole instances to cover each row)."""
+    o, F, G = p.options, p.fleet, len(p.fleet.names)
+    kinds = np.asarray(p.tiers.kinds, dtype=object)[o.t]
+    paths = p.tiers.path[o.t]
+    use = np.stack([o.gpu_load] + [np.where(selected, amount, 0.0) for selected, amount in (
+        (kinds == "hbm", o.stored_gb), (kinds == "host_memory", o.stored_gb), (kinds == "local_nvme", o.stored_gb),
+        (paths == PATH_NETWORK, o.path_gbs), (paths == PATH_BLOCK, o.path_gbs))], axis=1)
+    capacity = np.stack([F.gpu_capacity, F.hbm_cache_gb, F.host_cache_gb, F.nvme_cache_gb, F.network_cap_gbs,
+                         F.block_cap_gbs], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(use > 0, use / capacity[o.g], 0.0)
+    node_gb = p.tiers.node_gb[o.t]
+    priced_by_node = np.isfinite(node_gb)
+    nodes = np.where(priced_by_node, o.stored_gb / np.where(priced_by_node, node_gb, 1.0)
+                     * np.nan_to_num(p.tiers.node_price_per_hour[o.t]) * p.hours, 0.0)
+    own = o.direct_usd + nodes
+    fluid = own + np.nan_to_num(share.max(axis=1), nan=np.inf) * F.price[o.g] * p.hours
+    best = np.full((len(p.count), G), np.inf)
+    np.minimum.at(best, (o.k, o.g), fluid)
+
+    order = np.lexsort((fluid, o.g, o.k))        # each class's cheapest option on each pool comes first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (o.k[order][1:] != o.k[order][:-1]) | (o.g[order][1:] != o.g[order][:-1])
+    pick = order[first]
+    load = np.zeros((G, capacity.shape[1]))
+    np.add.at(load, o.g[pick], p.count[o.k[pick], None] * use[pick])
+    direct = np.bincount(o.g[pick], weights=p.count[o.k[pick]] * own[pick], minlength=G)
+    bg = p.background
+    if len(bg.k):
+        bg_load = np.full(G, np.inf)
+        np.minimum.at(bg_load, bg.g, bg.gpu_load)
+        load[:, 0] += bg_load
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(load > 0, load / capacity, 0.0)
+    instances = np.maximum(1.0, np.ceil(np.nan_to_num(ratio, nan=np.inf).max(axis=1) * (1 - 1e-9)))
+    with np.errstate(over="ignore", invalid="ignore"):
+        alone = direct + instances * F.price * p.hours
+    alone = np.where(np.isfinite(best).all(axis=0) & np.isfinite(alone), alone, np.inf)
+    return best, alone
+
+
+def first_plan(p: Problem, solver: str, gap: float, time_limit: float | None,
+               pools: int | None = None) -> FirstPlan | None:
+    """A plan of the whole program, found on a few pools: the `pools` that serve everything alone most cheaply
+    (`pool_scores`), and, greedily, pools for any class none of those serves. None where they hold no plan."""
+    best, alone = pool_scores(p)
+    ranked = np.argsort(alone, kind="stable")
+    chosen = [int(g) for g in ranked[np.isfinite(alone[ranked])][:FIRST_PLAN_POOLS if pools is None else pools]]
+    uncovered = ~np.isfinite(best[:, chosen]).any(axis=1) if chosen else np.ones(len(p.count), bool)
+    while uncovered.any():  # greedily, the pool that serves most of the classes no chosen pool serves
+        covers = np.isfinite(best[uncovered]).sum(axis=0)
+        covers[chosen] = 0
+        if covers.max() == 0:
+            return None
+        chosen.append(int(np.argmax(covers)))
+        uncovered &= ~np.isfinite(best[:, chosen[-1]])
+    chosen = np.array(sorted(chosen))
+    keep = np.isin(p.options.g, chosen)
+    keep_bg = np.isin(p.background.g, chosen)
+    if len(p.background.k) and not keep_bg.any():
+        return None
+    sub = Problem(p.options.take(keep), p.count, p.background.take(keep_bg), p.fleet, p.tiers, p.hours,
+                  p.provisioned)
+    result = fleet_first(lambda integral: build(sub, integral), ("n", "h"), True, solver, gap, time_limit)
+    if result.var is None or result.objective is None:
+        return None
+    values = {f"z_{i}": round(value(v)) for i, v in zip(np.flatnonzero(keep), result.var["z"])}
+    values.update({f"x_{j}": value(v) for j, v in zip(np.flatnonzero(keep_bg), result.var["x"])})
+    for name in ("n", "h", "m"):
+        values.update({f"{name}_{key}": round(value(v)) for key, v in result.var[name].items()})
+    return FirstPlan(chosen, float(result.objective), values)
 
 
 def solution_of(p: Problem, result: Solved, clock: float) -> Solution:

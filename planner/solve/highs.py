@@ -104,6 +104,9 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
             return Solved("infeasible", None, None, None, None, solver)
         if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
             bound = max(relaxed_bound, bound)
+            objective = pulp.value(relaxed.objective)
+            if _integral(relaxed) and objective - bound <= gap * abs(objective):
+                return Solved("optimal", relaxed, relaxed_var, objective, bound, solver)  # already a plan
             status, fixed, fixed_var = fixed_fleet({v.name: v.varValue for _, v in fleet_vars(relaxed_var)})
             if status in ("optimal", "feasible", "time_limit"):
                 objective = pulp.value(fixed.objective)
@@ -125,6 +128,13 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
             status = "optimal"
         return Solved(status, full, full_var, objective, best if np.isfinite(best) else None, solver)
     return Solved(status, None, None, None, None, solver)
+
+
+def _integral(prob: pulp.LpProblem) -> bool:
+    """Whether every variable of a solved program is within SOLVER_TOLERANCE of an integer: its solution is then
+    one of the program with every variable integer, bar the background shares, continuous in both."""
+    values = np.array([value(v) for v in prob.variables() if not v.name.startswith("x")])
+    return bool(np.all(np.abs(values - np.round(values)) <= SOLVER_TOLERANCE))
 
 
 def value(v) -> float:
