@@ -183,7 +183,7 @@ def solve_program(p: Problem, solver: str = "highs", gap: float = 1e-4, time_lim
         first = first_plan(p, solver, gap, None if time_limit is None else time_limit / 4)
     left = None if time_limit is None else max(time_limit - (time.perf_counter() - clock), 1.0)
     result = fleet_first(lambda integral: build(p, integral), ("n", "h"), p.provisioned, solver, gap, left,
-                         None if first is None else first.values)
+                         None if first is None else first.values, placement="z")
     if first is not None and result.status in ("not_solved", "time_limit") \
             and (result.objective is None or result.objective > first.objective):
         prob, var = build(p, True)  # out of time with nothing better: the first plan is the answer
@@ -220,13 +220,12 @@ def pool_scores(p: Problem) -> tuple[np.ndarray, np.ndarray]:
                      * np.nan_to_num(p.tiers.node_price_per_hour[o.t]) * p.hours, 0.0)
     own = o.direct_usd + nodes
     fluid = own + np.nan_to_num(share.max(axis=1), nan=np.inf) * F.price[o.g] * p.hours
-    best = np.full((len(p.count), G), np.inf)
-    np.minimum.at(best, (o.k, o.g), fluid)
-
     order = np.lexsort((fluid, o.g, o.k))        # each class's cheapest option on each pool comes first
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (o.k[order][1:] != o.k[order][:-1]) | (o.g[order][1:] != o.g[order][:-1])
-    pick = order[first]
+    head = np.ones(len(order), dtype=bool)
+    head[1:] = (o.k[order][1:] != o.k[order][:-1]) | (o.g[order][1:] != o.g[order][:-1])
+    pick = order[head]
+    best = np.full((len(p.count), G), np.inf)
+    best[o.k[pick], o.g[pick]] = fluid[pick]
     load = np.zeros((G, capacity.shape[1]))
     np.add.at(load, o.g[pick], p.count[o.k[pick], None] * use[pick])
     direct = np.bincount(o.g[pick], weights=p.count[o.k[pick]] * own[pick], minlength=G)
@@ -266,7 +265,8 @@ def first_plan(p: Problem, solver: str, gap: float, time_limit: float | None,
         return None
     sub = Problem(p.options.take(keep), p.count, p.background.take(keep_bg), p.fleet, p.tiers, p.hours,
                   p.provisioned)
-    result = fleet_first(lambda integral: build(sub, integral), ("n", "h"), True, solver, gap, time_limit)
+    result = fleet_first(lambda integral: build(sub, integral), ("n", "h"), True, solver, gap, time_limit,
+                         placement="z")
     if result.var is None or result.objective is None:
         return None
     values = {f"z_{i}": round(value(v)) for i, v in zip(np.flatnonzero(keep), result.var["z"])}

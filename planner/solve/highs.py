@@ -37,7 +37,7 @@ class Solved:
 
 def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, gap: float,
                 time_limit: float | None, start: dict | None = None, floor: float | None = None,
-                incumbent: dict | None = None) -> Solved:
+                incumbent: dict | None = None, placement: str | None = None) -> Solved:
     """Fleet first, then placement; the full program only where that leaves a gap above `gap`.
 
     1. Relax the placement (z continuous), keep the fleet (the variables named in `fleet`) integer: its dual
@@ -52,6 +52,8 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
     from elsewhere (e.g. an easier month of a forecast): when `start`'s fleet, fixed, gives a plan within `gap`
     of it, that plan is returned with the floor as its bound, and step 1 is skipped; that fixed solve starts from
     `incumbent` (integer values by name, e.g. last month's plan), kept where nothing is cheaper within `gap`.
+    `placement`: the name of the variables step 1 relaxes; where step 1's are already integral and within `gap`
+    of its bound, that solution is a plan of the whole program and is returned without step 2.
     """
     clock = time.perf_counter()
     if solver == "highs" and not _highs_available():
@@ -105,7 +107,8 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
         if status in ("optimal", "feasible", "time_limit") and relaxed_bound is not None:
             bound = max(relaxed_bound, bound)
             objective = pulp.value(relaxed.objective)
-            if _integral(relaxed) and objective - bound <= gap * abs(objective):
+            if (placement is not None and _integral(relaxed_var[placement])
+                    and objective - bound <= gap * abs(objective)):
                 return Solved("optimal", relaxed, relaxed_var, objective, bound, solver)  # already a plan
             status, fixed, fixed_var = fixed_fleet({v.name: v.varValue for _, v in fleet_vars(relaxed_var)})
             if status in ("optimal", "feasible", "time_limit"):
@@ -130,10 +133,9 @@ def fleet_first(build_fn, fleet: tuple[str, ...], has_fleet: bool, solver: str, 
     return Solved(status, None, None, None, None, solver)
 
 
-def _integral(prob: pulp.LpProblem) -> bool:
-    """Whether every variable of a solved program is within SOLVER_TOLERANCE of an integer: its solution is then
-    one of the program with every variable integer, bar the background shares, continuous in both."""
-    values = np.array([value(v) for v in prob.variables() if not v.name.startswith("x")])
+def _integral(variables) -> bool:
+    """Whether every one of these solved variables is within SOLVER_TOLERANCE of an integer."""
+    values = np.array([value(v) for v in variables])
     return bool(np.all(np.abs(values - np.round(values)) <= SOLVER_TOLERANCE))
 
 
